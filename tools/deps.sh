@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what lvt builds with, from Debian's packages, when it is missing. Sourced by
+# tools/run-main and tools/run-tests.
+set -euo pipefail
+need=()
+command -v meson >/dev/null || need+=(meson)
+command -v ninja >/dev/null || need+=(ninja-build)
+command -v g++ >/dev/null || need+=(g++)
+command -v pkg-config >/dev/null || need+=(pkg-config)
+[ -f /usr/include/doctest/doctest.h ] || need+=(doctest-dev)
+[ -f /usr/include/nlohmann/json.hpp ] || need+=(nlohmann-json3-dev)
+[ -f /usr/include/benchmark/benchmark.h ] || need+=(libbenchmark-dev)
+if [ "${LVT_SANITIZE:-}" = 1 ]; then
+  command -v clang++ >/dev/null || need+=(clang)
+fi
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing: ${need[*]}"
+  sudo_=""
+  [ "$(id -u)" = 0 ] || sudo_=sudo
+  $sudo_ apt-get update -qq || true
+  DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq "${need[@]}"
+fi
+# nvcc is optional: the CUDA toolkit's usual place is added to PATH when it exists.
+if ! command -v nvcc >/dev/null && [ -x /usr/local/cuda/bin/nvcc ]; then
+  export PATH=/usr/local/cuda/bin:$PATH
+fi
