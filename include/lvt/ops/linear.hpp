@@ -1,0 +1,202 @@
+#pragma once
+// A frozen linear projection with a LoRA adapter, as PEFT's lora.Linear computes it:
+//   y = x W^T (+ bias) + scale * dropout(x) A^T B^T
+//   x [rows, in], W [out, in] (frozen, nn.Linear layout), bias [out] (frozen; qwen2 q/k/v),
+//   A = lora_A.weight [rank, in], B = lora_B.weight [out, rank],
+//   scale = alpha / rank, or alpha / sqrt(rank) with rsLoRA (lora_scale below).
+// Dropout keeps x[n, k] with probability 1 - p and scales it by 1 / (1 - p); the mask is
+// counter_uniform(seed, n * in + k) >= p, so backward regenerates it instead of storing it.
+// backward gives dx, dA, dB (never dW: the base is frozen) and saves nothing but x: it
+// recomputes h = dropout(x) A^T, which is rows x rank.
+//
+// `forward`/`backward` take W as T values. The `_dequant` variants take a callable
+// `dequantize_rows(row_begin, row_end, T* dst)` that writes rows [row_begin, row_end) of W into
+// dst ([row_end - row_begin, in]) and a scratch of `chunk_rows * in` elements: the weight is
+// dequantized on use, one chunk of output rows at a time, and never whole.
+#include <cmath>
+#include <cstdint>
+#include <string>
+
+#include "lvt/ops/common.hpp"
+#include "lvt/ops/matmul.hpp"
+
+namespace lvt::ops::linear {
+
+// PEFT's `scaling`: lora_alpha / r, or lora_alpha / sqrt(r) when use_rslora.
+inline double lora_scale(double alpha, int rank, bool rslora) {
+  return rslora ? alpha / std::sqrt(double(rank)) : alpha / double(rank);
+}
+
+template <class T>
+struct Lora {
+  const T* A = nullptr;  // [rank, in]; null (or rank 0): no adapter on this projection
+  const T* B = nullptr;  // [out, rank]
+  std::int64_t rank = 0;
+  T scale = 1;           // lora_scale(alpha, rank, rslora)
+  float dropout = 0;     // p in [0, 1)
+  std::uint64_t seed = 0;  // dropout_seed(run seed, step, layer, projection)
+  bool active() const { return A != nullptr && rank > 0; }
+};
+
+template <class T>
+struct LoraGrads {
+  T* dA = nullptr;  // [rank, in], accumulated
+  T* dB = nullptr;  // [out, rank], accumulated
+};
+
+// Scratch of forward and backward: h and dh [rows, rank] and one dropped-out row of x [in].
+constexpr std::int64_t scratch_elems(std::int64_t rows, std::int64_t in, std::int64_t rank) {
+  return 2 * rows * rank + in;
+}
+
+// Dropout's keep decision and factor for one element (shared with the CUDA kernel).
+template <class T>
+LVT_HD inline T dropout_factor(std::uint64_t seed, std::uint64_t index, float p) {
+  if (p <= 0.0f) return T(1);
+  return counter_uniform(seed, index) >= p ? T(1) / T(1 - p) : T(0);
+}
+
+namespace detail {
+
+template <class T>
+void check(const T* x, const T* scratch, const Lora<T>& lora, std::int64_t rows, std::int64_t in,
+           std::int64_t out) {
+  require(rows >= 0, "linear", "rows must be non-negative", rows);
+  require(in > 0, "linear", "in_features must be positive", in);
+  require(out > 0, "linear", "out_features must be positive", out);
+  require(x != nullptr || rows == 0, "linear", "input x is null", rows);
+  if (lora.A != nullptr || lora.rank != 0) {
+    require(lora.rank > 0, "linear", "LoRA rank must be positive", lora.rank);
+    require(lora.A != nullptr && lora.B != nullptr, "linear",
+            "LoRA needs both lora_A and lora_B", lora.rank);
+    require(scratch != nullptr, "linear", "LoRA needs scratch_elems(rows, in, rank) scratch",
+            scratch_elems(rows, in, lora.rank));
+    if (!(lora.dropout >= 0 && lora.dropout < 1))
+      throw Error("linear: lora_dropout must be in [0, 1) (got " + std::to_string(lora.dropout) +
+                  ")");
+  }
+}
+
+// xd = dropout(x[n, :]) into row (or x's own row when p = 0).
+template <class T>
+const T* dropped_row(T* row, const T* x, std::int64_t n, std::int64_t in, const Lora<T>& lora) {
+  const T* xr = x + n * in;
+  if (lora.dropout <= 0) return xr;
+  for (std::int64_t k = 0; k < in; k++)
+    row[k] = xr[k] * dropout_factor<T>(lora.seed, std::uint64_t(n * in + k), lora.dropout);
+  return row;
+}
+
+// h[n, r] = dropout(x[n, :]) . A[r, :]
+template <class T>
+void lora_down(T* h, T* row, const T* x, const Lora<T>& lora, std::int64_t rows, std::int64_t in) {
+  for (std::int64_t n = 0; n < rows; n++) {
+    const T* xd = dropped_row(row, x, n, in, lora);
+    for (std::int64_t r = 0; r < lora.rank; r++)
+      h[n * lora.rank + r] = matmul::dot(xd, lora.A + r * in, in);
+  }
+}
+
+template <class T>
+void lora_forward(T* y, T* scratch, const T* x, const Lora<T>& lora, std::int64_t rows,
+                  std::int64_t in, std::int64_t out) {
+  T* h = scratch;
+  T* row = scratch + 2 * rows * lora.rank;
+  lora_down(h, row, x, lora, rows, in);
+  matmul::forward(y, out, h, lora.rank, lora.B, lora.rank, (const T*)nullptr, rows, out,
+                  lora.rank, lora.scale, true);
+}
+
+template <class T>
+void lora_backward(T* dx, LoraGrads<T> g, T* scratch, const T* dy, const T* x,
+                   const Lora<T>& lora, std::int64_t rows, std::int64_t in, std::int64_t out) {
+  const std::int64_t R = lora.rank;
+  T* h = scratch;
+  T* dh = scratch + rows * R;
+  T* row = scratch + 2 * rows * R;
+  lora_down(h, row, x, lora, rows, in);
+  // dh = scale * dy B ; dB += scale * dy^T h
+  for (std::int64_t i = 0; i < rows * R; i++) dh[i] = 0;
+  matmul::backward_input(dh, R, dy, out, lora.B, R, rows, out, R, lora.scale);
+  if (g.dB) matmul::backward_weight(g.dB, R, dy, out, h, R, rows, out, R, lora.scale);
+  // dA += dh^T dropout(x) ; dx += dropout'(dh A)
+  for (std::int64_t n = 0; n < rows; n++) {
+    if (g.dA) {
+      const T* xd = dropped_row(row, x, n, in, lora);
+      matmul::backward_weight(g.dA, in, dh + n * R, R, xd, in, 1, R, in, T(1));
+    }
+    if (dx) {
+      for (std::int64_t k = 0; k < in; k++) row[k] = 0;
+      matmul::backward_input(row, in, dh + n * R, R, lora.A, in, 1, R, in, T(1));
+      T* d = dx + n * in;
+      for (std::int64_t k = 0; k < in; k++)
+        d[k] += row[k] * dropout_factor<T>(lora.seed, std::uint64_t(n * in + k), lora.dropout);
+    }
+  }
+}
+
+}  // namespace detail
+
+// y = x W^T + bias + scale * dropout(x) A^T B^T. bias may be null.
+template <class T>
+void forward(T* y, T* scratch, const T* x, const T* W, const T* bias, const Lora<T>& lora,
+             std::int64_t rows, std::int64_t in, std::int64_t out) {
+  detail::check(x, scratch, lora, rows, in, out);
+  require(W != nullptr, "linear", "base weight W is null", out);
+  matmul::forward(y, out, x, in, W, in, bias, rows, out, in, T(1), false);
+  if (lora.active()) detail::lora_forward(y, scratch, x, lora, rows, in, out);
+}
+
+// dx += dy W + LoRA's part (dx may be null when no gradient flows below); dA, dB +=.
+template <class T>
+void backward(T* dx, LoraGrads<T> grads, T* scratch, const T* dy, const T* x, const T* W,
+              const Lora<T>& lora, std::int64_t rows, std::int64_t in, std::int64_t out) {
+  detail::check(x, scratch, lora, rows, in, out);
+  require(W != nullptr || dx == nullptr, "linear", "base weight W is null", out);
+  if (dx) matmul::backward_input(dx, in, dy, out, W, in, rows, out, in, T(1));
+  if (lora.active()) detail::lora_backward(dx, grads, scratch, dy, x, lora, rows, in, out);
+}
+
+// ---- dequantize on use -------------------------------------------------------------------
+
+constexpr std::int64_t weight_scratch_elems(std::int64_t chunk_rows, std::int64_t in) {
+  return chunk_rows * in;
+}
+
+template <class T, class Dequant>
+void forward_dequant(T* y, T* scratch, T* w_scratch, std::int64_t chunk_rows, const T* x,
+                     Dequant&& dequantize_rows, const T* bias, const Lora<T>& lora,
+                     std::int64_t rows, std::int64_t in, std::int64_t out) {
+  detail::check(x, scratch, lora, rows, in, out);
+  require(chunk_rows > 0, "linear", "chunk_rows (weight rows per dequantized chunk) must be positive",
+          chunk_rows);
+  require(w_scratch != nullptr, "linear", "w_scratch (weight_scratch_elems) is null", chunk_rows);
+  for (std::int64_t m0 = 0; m0 < out; m0 += chunk_rows) {
+    const std::int64_t m1 = m0 + chunk_rows < out ? m0 + chunk_rows : out;
+    dequantize_rows(m0, m1, w_scratch);
+    matmul::forward(y + m0, out, x, in, (const T*)w_scratch, in, bias ? bias + m0 : bias, rows,
+                    m1 - m0, in, T(1), false);
+  }
+  if (lora.active()) detail::lora_forward(y, scratch, x, lora, rows, in, out);
+}
+
+template <class T, class Dequant>
+void backward_dequant(T* dx, LoraGrads<T> grads, T* scratch, T* w_scratch,
+                      std::int64_t chunk_rows, const T* dy, const T* x, Dequant&& dequantize_rows,
+                      const Lora<T>& lora, std::int64_t rows, std::int64_t in, std::int64_t out) {
+  detail::check(x, scratch, lora, rows, in, out);
+  require(chunk_rows > 0, "linear", "chunk_rows (weight rows per dequantized chunk) must be positive",
+          chunk_rows);
+  require(w_scratch != nullptr || dx == nullptr, "linear",
+          "w_scratch (weight_scratch_elems) is null", chunk_rows);
+  if (dx)
+    for (std::int64_t m0 = 0; m0 < out; m0 += chunk_rows) {
+      const std::int64_t m1 = m0 + chunk_rows < out ? m0 + chunk_rows : out;
+      dequantize_rows(m0, m1, w_scratch);
+      matmul::backward_input(dx, in, dy + m0, out, (const T*)w_scratch, in, rows, m1 - m0, in,
+                             T(1));
+    }
+  if (lora.active()) detail::lora_backward(dx, grads, scratch, dy, x, lora, rows, in, out);
+}
+
+}  // namespace lvt::ops::linear

@@ -1,0 +1,134 @@
+#pragma once
+// Rotary position embedding as Hugging Face Llama applies it (`apply_rotary_pos_emb` with
+// `rotate_half`): the rotated part of a head is split into halves x1 = x[:h], x2 = x[h:2h]
+// (h = rotary_dim / 2), NOT interleaved pairs, and
+//   out[i]     = x1[i] * cos[t,i] - x2[i] * sin[t,i]
+//   out[i + h] = x2[i] * cos[t,i] + x1[i] * sin[t,i]
+// Dimensions from rotary_dim to head_dim pass through unchanged (partial rotary, phi3).
+//
+// inv_freq[i] = theta^(-2i / rotary_dim), i < rotary_dim/2, then scaled as
+// transformers/modeling_rope_utils.py does: `linear` divides by factor (same as positions /
+// factor), `llama3` (_compute_llama3_parameters) divides low frequencies by factor, keeps high
+// ones, and interpolates smoothly between. `longrope` needs per-dimension factor lists that
+// ModelConfig does not carry: inv_freq() rejects it.
+//
+// Layout: x [B, T, heads, head_dim] (a q/k projection's output, viewed per head); cos/sin
+// tables [T, rotary_dim/2] for positions 0..T-1.
+#include <cmath>
+#include <cstdint>
+#include <string>
+
+#include "lvt/model/config.hpp"
+#include "lvt/ops/common.hpp"
+
+namespace lvt::ops::rope {
+
+constexpr int inv_freq_elems(const ModelConfig& c) { return c.rotary_dim() / 2; }
+
+// inv_freq [rotary_dim/2], computed in double.
+template <class T>
+void inv_freq(T* out, const ModelConfig& c) {
+  if (const char* why = validate(c)) throw Error(std::string("rope: model config: ") + why);
+  if (c.rope_scaling == RopeScaling::longrope)
+    throw Error("rope: rope_scaling type 'longrope' needs the per-dimension short_factor/"
+                "long_factor lists of config.json, which lvt::ModelConfig does not carry");
+  const int dim = c.rotary_dim();
+  const double pi = 3.14159265358979323846;
+  for (int i = 0; i < dim / 2; i++) {
+    double f = 1.0 / std::pow(c.rope_theta, double(2 * i) / double(dim));
+    if (c.rope_scaling == RopeScaling::linear) {
+      f /= c.rope_factor;
+    } else if (c.rope_scaling == RopeScaling::llama3) {
+      const double old_len = c.rope_original_max_position;
+      const double low_wavelen = old_len / c.rope_low_freq_factor;
+      const double high_wavelen = old_len / c.rope_high_freq_factor;
+      const double wavelen = 2 * pi / f;
+      if (wavelen > low_wavelen) {
+        f /= c.rope_factor;  // low frequency: interpolate fully
+      } else if (wavelen >= high_wavelen) {  // medium: blend between f/factor and f
+        const double smooth = (old_len / wavelen - c.rope_low_freq_factor) /
+                              (c.rope_high_freq_factor - c.rope_low_freq_factor);
+        f = (1 - smooth) * f / c.rope_factor + smooth * f;
+      }  // high frequency: unchanged
+    }
+    out[i] = T(f);
+  }
+}
+
+// cos/sin tables [seq, half] for positions 0..seq-1: angle = pos * inv_freq[i] (in double).
+template <class T>
+void tables(T* cos_out, T* sin_out, const T* inv_freq, std::int64_t seq, int half) {
+  require(half > 0, "rope", "rotary_dim / 2 must be positive", half);
+  for (std::int64_t t = 0; t < seq; t++)
+    for (int i = 0; i < half; i++) {
+      const double a = double(t) * double(inv_freq[i]);
+      cos_out[t * half + i] = T(std::cos(a));
+      sin_out[t * half + i] = T(std::sin(a));
+    }
+}
+
+// One rotation pair, shared with the CUDA kernel. Backward is the transpose: rotate by -angle.
+template <class T>
+LVT_HD inline void rotate(T& o1, T& o2, T x1, T x2, T c, T s) {
+  o1 = x1 * c - x2 * s;
+  o2 = x2 * c + x1 * s;
+}
+
+namespace detail {
+inline void check(std::int64_t heads, std::int64_t head_dim, std::int64_t rotary_dim) {
+  require(heads > 0, "rope", "heads must be positive", heads);
+  require(rotary_dim > 0 && rotary_dim % 2 == 0 && rotary_dim <= head_dim, "rope",
+          "rotary_dim must be even and in (0, head_dim]", rotary_dim);
+}
+}  // namespace detail
+
+// out may alias x (in place). x, out [B, T, heads, head_dim]; cos, sin [T, rotary_dim/2].
+template <class T>
+void forward(T* out, const T* x, const T* cos, const T* sin, std::int64_t batch, std::int64_t seq,
+             std::int64_t heads, std::int64_t head_dim, std::int64_t rotary_dim) {
+  detail::check(heads, head_dim, rotary_dim);
+  const std::int64_t half = rotary_dim / 2;
+  for (std::int64_t b = 0; b < batch; b++)
+    for (std::int64_t t = 0; t < seq; t++) {
+      const T* c = cos + t * half;
+      const T* s = sin + t * half;
+      for (std::int64_t h = 0; h < heads; h++) {
+        const std::int64_t off = ((b * seq + t) * heads + h) * head_dim;
+        const T* xi = x + off;
+        T* o = out + off;
+        for (std::int64_t i = 0; i < half; i++) {
+          const T x1 = xi[i], x2 = xi[i + half];
+          rotate(o[i], o[i + half], x1, x2, c[i], s[i]);
+        }
+        if (o != xi)
+          for (std::int64_t i = rotary_dim; i < head_dim; i++) o[i] = xi[i];
+      }
+    }
+}
+
+// dx += R(-angle) dout. dx must not alias dout.
+template <class T>
+void backward(T* dx, const T* dout, const T* cos, const T* sin, std::int64_t batch,
+              std::int64_t seq, std::int64_t heads, std::int64_t head_dim, std::int64_t rotary_dim) {
+  detail::check(heads, head_dim, rotary_dim);
+  const std::int64_t half = rotary_dim / 2;
+  for (std::int64_t b = 0; b < batch; b++)
+    for (std::int64_t t = 0; t < seq; t++) {
+      const T* c = cos + t * half;
+      const T* s = sin + t * half;
+      for (std::int64_t h = 0; h < heads; h++) {
+        const std::int64_t off = ((b * seq + t) * heads + h) * head_dim;
+        const T* dy = dout + off;
+        T* d = dx + off;
+        for (std::int64_t i = 0; i < half; i++) {
+          T d1, d2;
+          rotate(d1, d2, dy[i], dy[i + half], c[i], T(-s[i]));
+          d[i] += d1;
+          d[i + half] += d2;
+        }
+        for (std::int64_t i = rotary_dim; i < head_dim; i++) d[i] += dy[i];
+      }
+    }
+}
+
+}  // namespace lvt::ops::rope
