@@ -1,0 +1,121 @@
+#pragma once
+// Merge a LoRA adapter into its base model: W' = W + scale * B A for every adapted projection,
+// written as a bf16 Hugging Face folder. Tensors stream one at a time (peak host memory: the
+// largest tensor as float plus its bf16 write buffer); phi3's fused qkv_proj / gate_up_proj get
+// each part's delta in its own row range. Files other than weights (tokenizer, generation
+// config) are copied; config.json is copied with torch_dtype set to bfloat16.
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "lvt/error.hpp"
+#include "lvt/io/hf_model.hpp"
+#include "lvt/io/peft.hpp"
+#include "lvt/io/safetensors.hpp"
+
+namespace lvt::io {
+
+// rows [row_begin, row_begin + out) of a row-major matrix with `in` columns += scale * B A.
+inline void add_lora_delta(float* w, std::int64_t row_begin, const LoraPair& p, int r,
+                           double scale) {
+  for (std::int64_t o = 0; o < p.out; ++o) {
+    float* row = w + (row_begin + o) * p.in;
+    for (int k = 0; k < r; ++k) {
+      const float b = float(scale * p.B[std::size_t(o * r + k)]);
+      const float* a = p.A.data() + std::size_t(k) * std::size_t(p.in);
+      for (std::int64_t i = 0; i < p.in; ++i) row[i] += b * a[i];
+    }
+  }
+}
+
+struct MergeStats {
+  int tensors = 0;
+  int merged_pairs = 0;
+  std::uint64_t bytes_written = 0;
+};
+
+inline MergeStats merge_lora(const std::filesystem::path& model_dir,
+                             const std::filesystem::path& adapter_dir,
+                             const std::filesystem::path& out_dir,
+                             std::uint64_t max_shard_bytes = 5'000'000'000ull) {
+  std::error_code ec;
+  if (std::filesystem::exists(out_dir) && std::filesystem::equivalent(out_dir, model_dir, ec))
+    throw Error(out_dir.string() + ": --out must differ from --model (the base is read while "
+                "the merge is written)");
+  const HfModel model(model_dir);
+  const LoraAdapter adapter = load_lora_adapter(adapter_dir, &model.config());
+  const double scale = adapter.config.scale();
+
+  // stored tensor name -> (row offset, pair) deltas it receives.
+  std::map<std::string, std::vector<std::pair<std::int64_t, const LoraPair*>>> deltas;
+  for (std::size_t i = 0; i < model.slots().size(); ++i) {
+    const WeightSlot& s = model.slots()[i];
+    const int t = target_index(s.kind);
+    if (t < 0) continue;
+    if (const LoraPair* p = adapter.find(s.layer, t))
+      deltas[model.source(i).stored_name].push_back({model.source(i).row_begin, p});
+  }
+
+  std::filesystem::create_directories(out_dir);
+  struct Item {
+    const SafetensorsFile* file;
+    const TensorInfo* info;
+    bool is_float;
+  };
+  std::vector<Item> items;
+  std::vector<TensorSpec> specs;
+  std::int64_t largest = 0;
+  for (const auto& f : model.weights().files())
+    for (const auto& t : f->tensors()) {
+      const bool fl = t.dtype == StDtype::F32 || t.dtype == StDtype::F16 || t.dtype == StDtype::BF16;
+      items.push_back({f.get(), &t, fl});
+      specs.push_back({t.name, fl ? StDtype::BF16 : t.dtype, t.shape});
+      if (fl) largest = std::max(largest, t.numel());
+    }
+  MergeStats stats;
+  ShardedWriter w(out_dir, specs, max_shard_bytes);
+  std::vector<float> buf(static_cast<std::size_t>(largest));
+  for (const auto& it : items) {
+    if (!it.is_float) {
+      w.write(it.info->name, it.file->bytes(*it.info));
+    } else {
+      std::span<float> v(buf.data(), std::size_t(it.info->numel()));
+      it.file->to_float(*it.info, v);
+      if (auto d = deltas.find(it.info->name); d != deltas.end())
+        for (const auto& [row, p] : d->second) {
+          add_lora_delta(v.data(), row, *p, adapter.config.r, scale);
+          ++stats.merged_pairs;
+        }
+      w.write_float(it.info->name, v);
+    }
+    ++stats.tensors;
+    stats.bytes_written += specs[std::size_t(&it - items.data())].nbytes();
+  }
+  w.finish();
+
+  // Everything else in the folder: config.json (torch_dtype now bfloat16), tokenizer, ...
+  for (const auto& e : std::filesystem::directory_iterator(model_dir)) {
+    if (!e.is_regular_file()) continue;
+    const std::string name = e.path().filename().string();
+    if (name.ends_with(".safetensors") || name == "model.safetensors.index.json") continue;
+    std::ifstream in(e.path(), std::ios::binary);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    std::string text = ss.str();
+    if (name == "config.json") {
+      nlohmann::json j = nlohmann::json::parse(text);
+      j["torch_dtype"] = "bfloat16";
+      text = j.dump(2) + "\n";
+    }
+    write_text_atomic(out_dir / name, text);
+  }
+  return stats;
+}
+
+}  // namespace lvt::io
