@@ -88,6 +88,7 @@ struct Summary {
   int peak_action = 0;        // when the live device bytes peak
   i64 kind_bytes[kind_count]{};     // device bytes per kind, summed over the step
   i64 kind_at_peak[kind_count]{};   // device bytes per kind live at the peak
+  i64 kind_max_live[kind_count]{};  // most device bytes of each kind live at any one moment
   i64 pinned_kind_bytes[kind_count]{};
   i64 streamed_bytes = 0;     // bytes copied between host and device per step
   int recompute_layers = 0;   // layer forwards run twice per step
@@ -139,6 +140,26 @@ constexpr Summary summarize(const ModelConfig& m, const PlanOptions& o, const Pr
   s.peak_action = peak.action;
   for (const Buffer& b : P.buffers)
     if (b.memory == Memory::device && b.live_at(s.peak_action)) s.kind_at_peak[int(b.kind)] += b.bytes;
+  {  // one sweep over lifetime events, a live counter per kind
+    struct Ev {
+      int t;
+      int kind;
+      i64 delta;
+      constexpr bool operator<(const Ev& o) const { return t < o.t; }
+    };
+    std::vector<Ev> ev;
+    for (const Buffer& b : P.buffers)
+      if (b.memory == Memory::device && b.first >= 0) {
+        ev.push_back({2 * b.first, int(b.kind), b.bytes});
+        ev.push_back({2 * b.last + 1, int(b.kind), -b.bytes});
+      }
+    std::sort(ev.begin(), ev.end());
+    i64 live[kind_count]{};
+    for (const Ev& e : ev) {
+      live[e.kind] += e.delta;
+      if (live[e.kind] > s.kind_max_live[e.kind]) s.kind_max_live[e.kind] = live[e.kind];
+    }
+  }
   for (const Action& a : P.actions) {
     if (a.stream == Stream::h2d || a.stream == Stream::d2h) s.streamed_bytes += a.bytes;
     if (a.op == Op::recompute) ++s.recompute_layers;
