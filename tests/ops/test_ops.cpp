@@ -418,7 +418,7 @@ TEST_CASE("cross_entropy: chunked fused lm-head equals full logits; FD gradient 
     kept++;
   }
   auto run = [&](Vec* dh, int chunk) {
-    Vec scratch(ops::cross_entropy::scratch_elems(chunk, V));
+    Vec scratch(ops::cross_entropy::scratch_elems(chunk, V, C));
     return ops::cross_entropy::forward_backward(dh ? dh->data() : nullptr, scratch.data(),
                                                 h.data(), W.data(), labels.data(), N, C, V, chunk);
   };
@@ -441,7 +441,7 @@ TEST_CASE("cross_entropy: chunked fused lm-head equals full logits; FD gradient 
 TEST_CASE("cross_entropy: bad label names the position; all ignored gives count 0") {
   const int N = 3, C = 2, V = 4;
   Vec h = random_vec(N * C, 91), W = random_vec(V * C, 92), dh(N * C),
-      s(ops::cross_entropy::scratch_elems(2, V));
+      s(ops::cross_entropy::scratch_elems(2, V, C));
   std::vector<std::int32_t> labels = {1, 4, 2};
   CHECK_THROWS_WITH_AS(
       ops::cross_entropy::forward_backward(dh.data(), s.data(), h.data(), W.data(), labels.data(),

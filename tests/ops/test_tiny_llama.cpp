@@ -112,7 +112,7 @@ struct Model {
     x_final.resize(N * C), norm_out.resize(N * C), rstdf.resize(N);
     scratch.resize(ops::linear::scratch_elems(N, F, R));
     att_scratch.resize(ops::attention::scratch_elems(Seq));
-    ce_scratch.resize(ops::cross_entropy::scratch_elems(chunk_tokens, V));
+    ce_scratch.resize(ops::cross_entropy::scratch_elems(chunk_tokens, V, C));
   }
 
   ops::linear::Lora<T> lora(const std::vector<T>& params, int l, int p) const {

@@ -26,8 +26,10 @@ struct Result {
   double mean() const { return count > 0 ? loss_sum / double(count) : 0.0; }
 };
 
-constexpr std::int64_t scratch_elems(std::int64_t chunk_tokens, std::int64_t vocab) {
-  return chunk_tokens * vocab;
+// Scratch: one chunk of logits [chunk_tokens, vocab] and of hidden rows [chunk_tokens, dim].
+constexpr std::int64_t scratch_elems(std::int64_t chunk_tokens, std::int64_t vocab,
+                                     std::int64_t dim) {
+  return chunk_tokens * (vocab + dim);
 }
 
 // Number of labels that count, after checking each is ignore_index or in [0, vocab).
@@ -64,7 +66,7 @@ inline double row_loss_and_grad(T* logits, std::int64_t vocab, std::int32_t labe
   return loss;
 }
 
-// dhidden may be null (evaluation: loss only). scratch: scratch_elems(chunk_tokens, vocab).
+// dhidden may be null (evaluation: loss only). scratch: scratch_elems(chunk_tokens, vocab, dim).
 template <class T>
 Result forward_backward(T* dhidden, T* scratch, const T* hidden, const T* W,
                         const std::int32_t* labels, std::int64_t n_tokens, std::int64_t dim,
@@ -73,32 +75,41 @@ Result forward_backward(T* dhidden, T* scratch, const T* hidden, const T* W,
   require(dim > 0, "cross_entropy", "hidden size must be positive", dim);
   require(vocab > 0, "cross_entropy", "vocab_size must be positive", vocab);
   require(chunk_tokens > 0, "cross_entropy", "chunk_tokens must be positive", chunk_tokens);
-  require(scratch != nullptr, "cross_entropy", "scratch (scratch_elems(chunk_tokens, vocab)) is null",
+  require(scratch != nullptr, "cross_entropy", "scratch (scratch_elems(chunk_tokens, vocab, dim)) is null",
           chunk_tokens);
   Result res;
   res.count = count_labels(labels, n_tokens, vocab);
   const T scale = T(res.count > 0 ? grad_scale / double(res.count) : 0.0);
   if (dhidden)
     for (std::int64_t i = 0; i < n_tokens * dim; i++) dhidden[i] = 0;
+  T* logits = scratch;                   // [chunk_tokens, vocab]
+  T* rows = scratch + chunk_tokens * vocab;  // [chunk_tokens, dim]: hidden rows, then their grads
   for (std::int64_t n0 = 0; n0 < n_tokens;) {
     // Gather up to chunk_tokens kept positions (ignored ones cost nothing).
     std::int64_t kept = 0, n = n0;
-    T* logits = scratch;
     for (; n < n_tokens && kept < chunk_tokens; n++) {
       if (labels[n] == ignore_index) continue;
-      matmul::forward(logits + kept * vocab, vocab, hidden + n * dim, dim, W, dim,
-                      (const T*)nullptr, 1, vocab, dim, T(1), false);
+      for (std::int64_t i = 0; i < dim; i++) rows[kept * dim + i] = hidden[n * dim + i];
       kept++;
     }
-    // Second pass over the same positions: loss, gradient, and dhidden for each.
+    matmul::forward(logits, vocab, rows, dim, W, dim, (const T*)nullptr, kept, vocab, dim, T(1),
+                    false);
     std::int64_t r = 0;
     for (std::int64_t p = n0; p < n; p++) {
       if (labels[p] == ignore_index) continue;
-      T* lr = logits + r * vocab;
-      res.loss_sum += row_loss_and_grad(lr, vocab, labels[p], scale, dhidden != nullptr);
-      if (dhidden)
-        matmul::backward_input(dhidden + p * dim, dim, lr, vocab, W, dim, 1, vocab, dim, T(1));
+      res.loss_sum += row_loss_and_grad(logits + r * vocab, vocab, labels[p], scale,
+                                        dhidden != nullptr);
       r++;
+    }
+    if (dhidden) {  // d rows = dlogits W, scattered back to the kept positions
+      for (std::int64_t i = 0; i < kept * dim; i++) rows[i] = 0;
+      matmul::backward_input(rows, dim, logits, vocab, W, dim, kept, vocab, dim, T(1));
+      r = 0;
+      for (std::int64_t p = n0; p < n; p++) {
+        if (labels[p] == ignore_index) continue;
+        for (std::int64_t i = 0; i < dim; i++) dhidden[p * dim + i] = rows[r * dim + i];
+        r++;
+      }
     }
     n0 = n;
   }
