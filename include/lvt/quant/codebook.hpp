@@ -216,6 +216,12 @@ LVT_HD inline std::uint8_t quantize_dynamic(const float* code, float x) {
 
 // The scale every bitsandbytes quantizer multiplies by: 1 / absmax in fp32 (an all-zero block has
 // absmax 0, scale inf, and x * scale = NaN, which both trees send to code 0 — as bnb does).
-LVT_HD inline float inverse_absmax(float absmax) { return 1.0f / absmax; }
+LVT_HD inline float inverse_absmax(float absmax) {
+#if defined(__CUDA_ARCH__)
+  return __frcp_rn(absmax);  // IEEE round-to-nearest, whatever the fast-math flags
+#else
+  return 1.0f / absmax;
+#endif
+}
 
 }  // namespace lvt::quant
