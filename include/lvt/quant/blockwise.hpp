@@ -179,10 +179,13 @@ inline void double_quantize(const float* absmax, std::int64_t nblocks, float off
   quantize_dynamic_blockwise(absmax, nblocks, nested_block, codes, nested_absmax,
                              std::string(tensor) + ".absmax", offset);
 }
+// `code_map`: the 256-entry map the codes index (a checkpoint's nested_quant_map; lvt's own
+// dynamic_map by default).
 inline void dequantize_absmax(const std::uint8_t* codes, const float* nested_absmax,
-                              float offset, std::int64_t nblocks, float* absmax) {
+                              float offset, std::int64_t nblocks, float* absmax,
+                              const float* code_map = dynamic_map) {
   for (std::int64_t b = 0; b < nblocks; ++b)
-    absmax[b] = add_rn(mul_rn(dynamic_map[codes[b]], nested_absmax[b / nested_block]), offset);
+    absmax[b] = add_rn(mul_rn(code_map[codes[b]], nested_absmax[b / nested_block]), offset);
 }
 
 // ---- int8, symmetric absmax --------------------------------------------------------------------
@@ -222,13 +225,15 @@ struct Quant4 {
   std::vector<std::uint8_t> absmax_codes;  // blocks_of(n, block) when nested
   std::vector<float> nested_absmax;        // blocks_of(blocks, 256) when nested
   float offset = 0.0f;
+  std::vector<float> nested_map;  // the 256-entry map of absmax_codes; empty: lvt's dynamic_map
 
   std::int64_t blocks() const { return blocks_of(n, block); }
   // The per-block absmax the dequantizer multiplies by (decoded from the nested codes if DQ).
   std::vector<float> block_absmax() const {
     if (!nested) return absmax;
     std::vector<float> a(static_cast<std::size_t>(blocks()));
-    dequantize_absmax(absmax_codes.data(), nested_absmax.data(), offset, blocks(), a.data());
+    dequantize_absmax(absmax_codes.data(), nested_absmax.data(), offset, blocks(), a.data(),
+                      nested_map.empty() ? dynamic_map : nested_map.data());
     return a;
   }
   std::int64_t storage_bytes() const {
