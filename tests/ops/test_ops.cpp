@@ -16,6 +16,7 @@
 #include "lvt/ops/grad_accum.hpp"
 #include "lvt/ops/grad_clip.hpp"
 #include "lvt/ops/linear.hpp"
+#include "lvt/ops/matmul.hpp"
 #include "lvt/ops/residual.hpp"
 #include "lvt/ops/rmsnorm.hpp"
 #include "lvt/ops/rope.hpp"
@@ -98,7 +99,9 @@ TEST_CASE("rope: llama3 inv_freq equals transformers' _compute_llama3_parameters
       {34, 0.00017850781276799638},
       {35, 9.556212353964683e-05},
       {63, 3.068925988914511e-07}};
-  for (auto [i, v] : expect_8b) {
+  for (const auto& iv : expect_8b) {
+    const int i = iv.first;
+    const double v = iv.second;
     INFO("i = " << i);
     CHECK(f[i] == doctest::Approx(v).epsilon(2e-6));
   }
@@ -110,7 +113,9 @@ TEST_CASE("rope: llama3 inv_freq equals transformers' _compute_llama3_parameters
                                               {16, 0.00042955679655936815},
                                               {18, 1.9461638184831125e-05},
                                               {31, 9.418306725434909e-08}};
-  for (auto [i, v] : expect_1b) {
+  for (const auto& iv : expect_1b) {
+    const int i = iv.first;
+    const double v = iv.second;
     INFO("i = " << i);
     CHECK(g[i] == doctest::Approx(v).epsilon(2e-6));
   }
@@ -289,6 +294,46 @@ TEST_CASE("swiglu: silu(gate) * up; FD gradients; fused gate_up stride") {
   CHECK(dfused[2 * F + F + 3] == du[F + 3]);
   CHECK_THROWS_WITH_AS(ops::swiglu::forward(out2.data(), fused.data(), fused.data() + F, N, F, F - 1),
                        "swiglu: cols must be positive and <= the row stride (got 7)", Error);
+}
+
+// ---- matmul ------------------------------------------------------------------------------------
+
+TEST_CASE("matmul: blocked products equal the naive sums (edge tiles, depth > one panel)") {
+  // 37 rows (> row_block, not a multiple of 4), 37 outputs (not a multiple of 16), depth 300
+  // (> depth_block), leading dimensions wider than the rows.
+  const int N = 37, M = 37, K = 300, ldx = K + 3, ldw = K + 5, ldy = M + 2;
+  Vec x = random_vec(N * ldx, 121), W = random_vec(M * ldw, 122), bias = random_vec(M, 123),
+      y0 = random_vec(N * ldy, 124), dy = random_vec(N * ldy, 125);
+  const double alpha = 0.75;
+  for (bool acc : {false, true}) {
+    CAPTURE(acc);
+    Vec y = y0;
+    ops::matmul::forward(y.data(), ldy, x.data(), ldx, W.data(), ldw, bias.data(), N, M, K, alpha, acc);
+    for (int n = 0; n < N; n++)
+      for (int m = 0; m < M; m++) {
+        double s = 0;
+        for (int k = 0; k < K; k++) s += x[n * ldx + k] * W[m * ldw + k];
+        const double ref = (acc ? y0[n * ldy + m] : 0.0) + alpha * s + bias[m];
+        CHECK(y[n * ldy + m] == doctest::Approx(ref).epsilon(1e-12));
+      }
+    CHECK(y[0 * ldy + M] == y0[0 * ldy + M]);  // padding between rows untouched
+  }
+  Vec dx = random_vec(N * ldx, 126), dx0 = dx;
+  ops::matmul::backward_input(dx.data(), ldx, dy.data(), ldy, W.data(), ldw, N, M, K, alpha);
+  for (int n = 0; n < N; n += 5)
+    for (int k = 0; k < K; k += 7) {
+      double s = 0;
+      for (int m = 0; m < M; m++) s += dy[n * ldy + m] * W[m * ldw + k];
+      CHECK(dx[n * ldx + k] == doctest::Approx(dx0[n * ldx + k] + alpha * s).epsilon(1e-12));
+    }
+  Vec dW = random_vec(M * ldw, 127), dW0 = dW;
+  ops::matmul::backward_weight(dW.data(), ldw, dy.data(), ldy, x.data(), ldx, N, M, K, alpha);
+  for (int m = 0; m < M; m += 3)
+    for (int k = 0; k < K; k += 11) {
+      double s = 0;
+      for (int n = 0; n < N; n++) s += dy[n * ldy + m] * x[n * ldx + k];
+      CHECK(dW[m * ldw + k] == doctest::Approx(dW0[m * ldw + k] + alpha * s).epsilon(1e-12));
+    }
 }
 
 // ---- linear + LoRA ---------------------------------------------------------------------------

@@ -4,11 +4,12 @@
 //   forward     y[n, m]  (+)= alpha * sum_k x[n, k] W[m, k] + bias[m]   (x W^T, W as nn.Linear [out, in])
 //   input grad  dx[n, k]  += alpha * sum_m dy[n, m] W[m, k]             (dy W)
 //   weight grad dW[m, k]  += alpha * sum_n dy[n, m] x[n, k]             (dy^T x)
-// Plain loops as llm.c's CPU matmul, blocked for the cache: a block of `row_block` input rows
-// stays in L1/L2 while each weight row is read once per block (so the lm-head's 32000-row weight
-// streams once per block, not once per token); the input gradient shares each weight load among
-// four rows. The dot product keeps 8 partial sums so the compiler vectorizes it without
-// -ffast-math (measured: a four-row dot variant does not vectorize with GCC 12 and runs 4x slower).
+// Plain loops, blocked for registers and cache: a 4 x 16 block of the result is accumulated in
+// registers over the reduction (a vector multiply-add across 16 contiguous columns, which GCC
+// vectorizes without -ffast-math), and a block of `row_block` rows reuses each panel of the
+// weight, so the lm-head's 32000-row weight streams once per block of tokens, not once per token.
+// Measured at 1024 x 256 x 688 (GCC 12 -O3, SSE2): ~35 GFLOP/s per core for forward and input
+// gradient, against ~21 for one dot product per output element.
 #include <cstdint>
 
 // Rows spread over threads when built with -fopenmp (as llm.c); serial otherwise.
@@ -33,58 +34,125 @@ inline T dot(const T* a, const T* b, std::int64_t n) {
   return s;
 }
 
-// y[n, m] = (accumulate ? y[n, m] : 0) + alpha * (x[n, :] . W[m, :]) + (bias ? bias[m] : 0)
+namespace detail {
+
+// The micro-kernel: a 4 x 16 block of C, held in registers, += alpha * sum_p A(i, p) B(p, j),
+// with A(i, p) = A[i * sa_i + p * sa_p] and B(p, j) = B[p * ldb + j] (16 contiguous j). The
+// j loop is a plain vector FMA the compiler vectorizes; no reduction crosses lanes.
+inline constexpr int tile_rows = 4, tile_cols = 16;
+
 template <class T>
-void forward(T* y, std::int64_t ldy, const T* x, std::int64_t ldx, const T* W, std::int64_t ldw,
-             const T* bias, std::int64_t rows, std::int64_t out, std::int64_t in, T alpha,
-             bool accumulate) {
-  auto store = [&](std::int64_t n, std::int64_t m, T d) {
-    T v = alpha * d;
-    if (bias) v += bias[m];
-    T& yv = y[n * ldy + m];
-    yv = accumulate ? yv + v : v;
-  };
-  LVT_OMP_FOR
-  for (std::int64_t n0 = 0; n0 < rows; n0 += row_block) {
-    const std::int64_t n1 = n0 + row_block < rows ? n0 + row_block : rows;
-    for (std::int64_t m = 0; m < out; m++) {
-      const T* w = W + m * ldw;
-      for (std::int64_t n = n0; n < n1; n++) store(n, m, dot(x + n * ldx, w, in));
+inline void tile(T* C, std::int64_t ldc, const T* A, std::int64_t sa_i, std::int64_t sa_p,
+                 const T* B, std::int64_t ldb, std::int64_t P, T alpha) {
+#if defined(__GNUC__)
+  // GCC/Clang vector extension: a row of the block is one 16-wide vector, so the compiler cannot
+  // pick another loop to vectorize (plain loops here were vectorized over p in some inlining
+  // contexts, with shuffles, at a sixth of the speed). SSE2 splits it into 4 registers.
+  typedef T row_t __attribute__((vector_size(tile_cols * sizeof(T))));
+  row_t acc[tile_rows] = {};
+  for (std::int64_t p = 0; p < P; p++) {
+    row_t b;
+    __builtin_memcpy(&b, B + p * ldb, sizeof(row_t));
+    for (int i = 0; i < tile_rows; i++) acc[i] += A[i * sa_i + p * sa_p] * b;
+  }
+  for (int i = 0; i < tile_rows; i++)
+    for (int j = 0; j < tile_cols; j++) C[i * ldc + j] += alpha * acc[i][j];
+#else
+  T acc[tile_rows][tile_cols] = {};
+  for (std::int64_t p = 0; p < P; p++) {
+    const T* b = B + p * ldb;
+    for (int i = 0; i < tile_rows; i++) {
+      const T a = A[i * sa_i + p * sa_p];
+      for (int j = 0; j < tile_cols; j++) acc[i][j] += a * b[j];
+    }
+  }
+  for (int i = 0; i < tile_rows; i++)
+    for (int j = 0; j < tile_cols; j++) C[i * ldc + j] += alpha * acc[i][j];
+#endif
+}
+
+// The same on a partial block (rows < 4 or cols < 16), at the edges.
+template <class T>
+inline void tile_edge(T* C, std::int64_t ldc, const T* A, std::int64_t sa_i, std::int64_t sa_p,
+                      const T* B, std::int64_t ldb, std::int64_t P, T alpha, std::int64_t rows,
+                      std::int64_t cols) {
+  for (std::int64_t i = 0; i < rows; i++)
+    for (std::int64_t j = 0; j < cols; j++) {
+      T s = 0;
+      for (std::int64_t p = 0; p < P; p++) s += A[i * sa_i + p * sa_p] * B[p * ldb + j];
+      C[i * ldc + j] += alpha * s;
+    }
+}
+
+// C[rows, cols] += alpha * A B over P, in tiles (B as above: row p holds cols contiguous j).
+template <class T>
+inline void tiles(T* C, std::int64_t ldc, const T* A, std::int64_t sa_i, std::int64_t sa_p,
+                  const T* B, std::int64_t ldb, std::int64_t P, T alpha, std::int64_t rows,
+                  std::int64_t cols) {
+  for (std::int64_t i = 0; i < rows; i += tile_rows) {
+    const std::int64_t ri = rows - i < tile_rows ? rows - i : tile_rows;
+    for (std::int64_t j = 0; j < cols; j += tile_cols) {
+      const std::int64_t cj = cols - j < tile_cols ? cols - j : tile_cols;
+      if (ri == tile_rows && cj == tile_cols)
+        tile(C + i * ldc + j, ldc, A + i * sa_i, sa_i, sa_p, B + j, ldb, P, alpha);
+      else
+        tile_edge(C + i * ldc + j, ldc, A + i * sa_i, sa_i, sa_p, B + j, ldb, P, alpha, ri, cj);
     }
   }
 }
 
-// dx[n, k] += alpha * sum_m dy[n, m] W[m, k]
+// Reduction depth per packed block: the packed 16-column panel (16 * depth_block T) lives on the
+// stack, 16 KiB in float.
+inline constexpr std::int64_t depth_block = 256;
+
+}  // namespace detail
+
+// y[n, m] = (accumulate ? y[n, m] : bias[m] or 0) + alpha * (x[n, :] . W[m, :])
+// W's rows are packed 16 at a time into a transposed panel on the stack, so the micro-kernel
+// reads 16 output columns contiguously; each panel is used by a block of `row_block` rows.
+template <class T>
+void forward(T* y, std::int64_t ldy, const T* x, std::int64_t ldx, const T* W, std::int64_t ldw,
+             const T* bias, std::int64_t rows, std::int64_t out, std::int64_t in, T alpha,
+             bool accumulate) {
+  using namespace detail;
+  if (!accumulate)
+    for (std::int64_t n = 0; n < rows; n++)
+      for (std::int64_t m = 0; m < out; m++) y[n * ldy + m] = bias ? bias[m] : T(0);
+  else if (bias)
+    for (std::int64_t n = 0; n < rows; n++)
+      for (std::int64_t m = 0; m < out; m++) y[n * ldy + m] += bias[m];
+  LVT_OMP_FOR
+  for (std::int64_t m0 = 0; m0 < out; m0 += tile_cols) {
+    const std::int64_t mc = out - m0 < tile_cols ? out - m0 : tile_cols;
+    T panel[depth_block * tile_cols];  // panel[k][j] = W[m0 + j][k0 + k]
+    for (std::int64_t k0 = 0; k0 < in; k0 += depth_block) {
+      const std::int64_t kc = in - k0 < depth_block ? in - k0 : depth_block;
+      for (std::int64_t k = 0; k < kc; k++)
+        for (std::int64_t j = 0; j < tile_cols; j++)
+          panel[k * tile_cols + j] = j < mc ? W[(m0 + j) * ldw + k0 + k] : T(0);
+      for (std::int64_t n0 = 0; n0 < rows; n0 += row_block) {
+        const std::int64_t nr = rows - n0 < row_block ? rows - n0 : row_block;
+        tiles(y + n0 * ldy + m0, ldy, x + n0 * ldx + k0, ldx, std::int64_t(1), (const T*)panel,
+              std::int64_t(tile_cols), kc, alpha, nr, mc);
+      }
+    }
+  }
+}
+
+// dx[n, k] += alpha * sum_m dy[n, m] W[m, k]   (W's rows are already contiguous in k)
 template <class T>
 void backward_input(T* dx, std::int64_t lddx, const T* dy, std::int64_t lddy, const T* W,
                     std::int64_t ldw, std::int64_t rows, std::int64_t out, std::int64_t in,
                     T alpha) {
-  LVT_OMP_FOR
-  for (std::int64_t n0 = 0; n0 < rows; n0 += row_block) {
-    const std::int64_t n1 = n0 + row_block < rows ? n0 + row_block : rows;
-    for (std::int64_t m = 0; m < out; m++) {
-      const T* w = W + m * ldw;
-      std::int64_t n = n0;
-      for (; n + 4 <= n1; n += 4) {
-        const T a0 = alpha * dy[n * lddy + m], a1 = alpha * dy[(n + 1) * lddy + m],
-                a2 = alpha * dy[(n + 2) * lddy + m], a3 = alpha * dy[(n + 3) * lddy + m];
-        T* d0 = dx + n * lddx;
-        T* d1 = d0 + lddx;
-        T* d2 = d1 + lddx;
-        T* d3 = d2 + lddx;
-        for (std::int64_t k = 0; k < in; k++) {
-          const T wk = w[k];
-          d0[k] += a0 * wk;
-          d1[k] += a1 * wk;
-          d2[k] += a2 * wk;
-          d3[k] += a3 * wk;
-        }
-      }
-      for (; n < n1; n++) {
-        const T a = alpha * dy[n * lddy + m];
-        T* d = dx + n * lddx;
-        for (std::int64_t k = 0; k < in; k++) d[k] += a * w[k];
-      }
+  using namespace detail;
+  constexpr std::int64_t out_block = 128;  // rows of W kept in L2 while every row block uses them
+  for (std::int64_t m0 = 0; m0 < out; m0 += out_block) {
+    const std::int64_t mc = out - m0 < out_block ? out - m0 : out_block;
+    LVT_OMP_FOR
+    for (std::int64_t n0 = 0; n0 < rows; n0 += row_block) {
+      const std::int64_t nr = rows - n0 < row_block ? rows - n0 : row_block;
+      tiles(dx + n0 * lddx, lddx, dy + n0 * lddy + m0, lddy, std::int64_t(1), W + m0 * ldw, ldw,
+            mc, alpha, nr, in);
     }
   }
 }
