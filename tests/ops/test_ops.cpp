@@ -9,6 +9,7 @@
 
 #include "fd.hpp"
 #include "lvt/model/presets.hpp"
+#include "lvt/quant/blockwise.hpp"
 #include "lvt/ops/adamw.hpp"
 #include "lvt/ops/attention.hpp"
 #include "lvt/ops/cross_entropy.hpp"
@@ -400,6 +401,49 @@ TEST_CASE("linear: y = x W^T + b + s dropout(x) A^T B^T; FD gradients wrt x, A, 
     CHECK(dA2 == dA);
     CHECK(dB2 == dB);
   }
+}
+
+TEST_CASE("linear: NF4 base dequantized on use, chunk by chunk, equals the dequantized weight") {
+  // A q_proj-like 64 x 128 weight quantized as QLoRA does (NF4, block 64, double quantization);
+  // the callback dequantizes rows [r0, r1) from the packed codes (rows of 128 are whole blocks).
+  const int N = 5, IN = 128, OUT = 64, R = 4, block = 64;
+  std::vector<float> Wf(OUT * IN);
+  {
+    const Vec w = random_vec(OUT * IN, 131, -0.05, 0.05);
+    for (int i = 0; i < OUT * IN; i++) Wf[i] = float(w[i]);
+  }
+  const quant::Quant4 q = quant::quantize4(quant::Code4::nf4, Wf.data(), OUT * IN, block, true,
+                                           "model.layers.0.self_attn.q_proj.weight");
+  const std::vector<float> absmax = q.block_absmax();
+  std::vector<float> Wdq(OUT * IN);
+  quant::dequantize4(q, Wdq.data());
+  int differ = 0;
+  for (int i = 0; i < OUT * IN; i++) differ += Wdq[i] != Wf[i];
+  CHECK(differ > OUT * IN / 2);  // really quantized
+  auto deq = [&](std::int64_t r0, std::int64_t r1, float* dst) {
+    quant::dequantize_4bit(q.code, q.packed.data() + r0 * IN / 2, absmax.data() + r0 * IN / block,
+                           (r1 - r0) * IN, block, dst);
+  };
+  std::vector<float> x(N * IN), A(R * IN), B(OUT * R), dy(N * OUT);
+  for (auto* v : {&x, &A, &B, &dy}) {
+    const Vec r = random_vec(v->size(), 132 + v->size());
+    for (std::size_t i = 0; i < v->size(); i++) (*v)[i] = float(r[i]);
+  }
+  const ops::linear::Lora<float> lora{A.data(), B.data(), R, 4.0f, 0.1f, 99};
+  std::vector<float> scratch(ops::linear::scratch_elems(N, IN, R)), wscr(ops::linear::weight_scratch_elems(24, IN));
+  std::vector<float> y_ref(N * OUT), y(N * OUT), dx_ref(N * IN, 0.f), dx(N * IN, 0.f),
+      dA_ref(R * IN, 0.f), dA(R * IN, 0.f), dB_ref(OUT * R, 0.f), dB(OUT * R, 0.f);
+  ops::linear::forward(y_ref.data(), scratch.data(), x.data(), Wdq.data(), (float*)nullptr, lora, N, IN, OUT);
+  ops::linear::forward_dequant(y.data(), scratch.data(), wscr.data(), 24, x.data(), deq,
+                               (float*)nullptr, lora, N, IN, OUT);
+  for (int i = 0; i < N * OUT; i++) CHECK(y[i] == doctest::Approx(y_ref[i]).epsilon(1e-6));
+  ops::linear::backward(dx_ref.data(), {dA_ref.data(), dB_ref.data()}, scratch.data(), dy.data(),
+                        x.data(), Wdq.data(), lora, N, IN, OUT);
+  ops::linear::backward_dequant(dx.data(), {dA.data(), dB.data()}, scratch.data(), wscr.data(), 24,
+                                dy.data(), x.data(), deq, lora, N, IN, OUT);
+  for (int i = 0; i < N * IN; i++) CHECK(dx[i] == doctest::Approx(dx_ref[i]).epsilon(1e-5));
+  CHECK(dA == dA_ref);
+  CHECK(dB == dB_ref);
 }
 
 TEST_CASE("linear: dropout mask keeps about 1 - p, depends on the seed, and scales by 1/(1-p)") {

@@ -14,8 +14,9 @@
 
 #include "lvt/error.hpp"
 
-// Marks small per-element functions that CUDA kernels reuse. quant/ may define the same macro;
-// both definitions agree, so whichever header comes first wins.
+// LVT_HD marks small per-element functions that CUDA kernels reuse: quant/numeric.hpp defines
+// it (ops depend on quant); the fallback below only keeps this header whole on its own.
+#include "lvt/quant/numeric.hpp"
 #ifndef LVT_HD
 #if defined(__CUDACC__)
 #define LVT_HD __host__ __device__
