@@ -5,10 +5,12 @@
 #include <cstdint>
 #include <cstring>
 
+#ifndef LVT_HD
 #if defined(__CUDACC__)
 #define LVT_HD __host__ __device__
 #else
 #define LVT_HD
+#endif
 #endif
 
 namespace lvt {
