@@ -153,6 +153,14 @@ TEST_CASE("rope: rotate_half pairs split halves; partial rotary passes the tail 
   Vec cs(T * half), sn(T * half);
   ops::rope::tables(cs.data(), sn.data(), inv.data(), T, half);
   CHECK(sn[2 * half + 0] == doctest::Approx(std::sin(2.0)));
+  {  // the angle is HF's float32 product: at position 7777 it differs from the exact one
+    const std::vector<double> inv1 = {0.3};
+    Vec c1(7778), s1(7778);
+    ops::rope::tables(c1.data(), s1.data(), inv1.data(), 7778, 1);
+    const float hf_angle = 7777.0f * 0.3f;  // float(0.3) * 7777 in float32
+    CHECK(c1[7777] == std::cos(double(hf_angle)));
+    CHECK(std::fabs(c1[7777] - std::cos(7777 * 0.3)) > 1e-5);
+  }
   // x = e_0 at position 2: out = cos(2) e_0 + sin(2) e_3 (the partner of 0 is 0 + R/2)
   Vec x(T * H * D, 0.0), out(T * H * D);
   for (int t = 0; t < T; t++) x[t * D + 0] = 1, x[t * D + 7] = 5;

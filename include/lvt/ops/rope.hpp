@@ -55,13 +55,15 @@ void inv_freq(T* out, const ModelConfig& c) {
   }
 }
 
-// cos/sin tables [seq, half] for positions 0..seq-1: angle = pos * inv_freq[i] (in double).
+// cos/sin tables [seq, half] for positions 0..seq-1. The angle pos * inv_freq[i] is rounded to
+// float32 as Hugging Face computes it (inv_freq @ position_ids in float32), so at position 8000
+// the table matches HF's to an ulp instead of differing by ~1e-3 rad; cos/sin of it in double.
 template <class T>
 void tables(T* cos_out, T* sin_out, const T* inv_freq, std::int64_t seq, int half) {
   require(half > 0, "rope", "rotary_dim / 2 must be positive", half);
   for (std::int64_t t = 0; t < seq; t++)
     for (int i = 0; i < half; i++) {
-      const double a = double(t) * double(inv_freq[i]);
+      const double a = double(float(t) * float(inv_freq[i]));
       cos_out[t * half + i] = T(std::cos(a));
       sin_out[t * half + i] = T(std::sin(a));
     }
