@@ -35,18 +35,34 @@ template <class... Policies>
 struct Try {};
 
 namespace detail {
-// The fastest fitting option set with the user's batch and sequence, else with them reduced;
-// found with lower bounds only, to keep compile times small.
+// Walks plan::suggestion_candidate(i) for i = 0, 1, ...; each candidate is its own constant
+// expression (so each stays within the compiler's constexpr budget), and only the candidates
+// up to the first that fits are instantiated.
+template <ModelConfig M, PlanOptions O, int I>
+struct first_fit;
+
+template <PlanOptions S>
+struct found {
+  static constexpr PlanOptions value = S;
+};
+
+template <ModelConfig M, PlanOptions O, int I>
+struct first_fit {
+  static constexpr plan::Candidate c = plan::suggestion_candidate(M, O, I);
+  static constexpr bool ok =
+      !c.valid || plan::quick_device_bytes(M, c.options) <= O.budget_bytes;
+  static constexpr PlanOptions none = [] {
+    PlanOptions n = O;
+    n.batch = 0;  // marks "nothing fits"
+    return n;
+  }();
+  using next = std::conditional_t<ok, found<c.valid ? c.options : none>, first_fit<M, O, I + 1>>;
+  static constexpr PlanOptions value = next::value;
+};
+
 template <ModelConfig M, PlanOptions O>
 constexpr PlanOptions suggested() {
-  plan::SearchLimits keep_shape{.vary_batch = false, .vary_seq = false, .pack = false};
-  plan::Plan p = plan::search(M, O, keep_shape);
-  if (p.fits()) return p.options;
-  plan::SearchLimits shrink{.vary_batch = true, .max_batch = O.batch, .vary_seq = true, .pack = false};
-  p = plan::search(M, O, shrink);
-  PlanOptions none = O;
-  none.batch = 0;  // marks "nothing fits"
-  return p.fits() ? p.options : none;
+  return first_fit<M, O, 0>::value;
 }
 
 template <PlanOptions S>

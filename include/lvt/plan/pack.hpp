@@ -14,22 +14,23 @@ struct LivePeak {
 };
 
 // Largest sum of live bytes over step time, for the buffers in `mem`. No packing can be smaller.
+// Lifetimes are action indices, so a difference array over time replaces sorting events.
 constexpr LivePeak live_peak(const std::vector<Buffer>& bufs, Memory mem) {
-  // Sweep over lifetime events: +bytes at first, -bytes after last.
-  std::vector<std::pair<int, i64>> ev;
+  int horizon = 0;
+  for (const Buffer& b : bufs) horizon = b.last + 1 > horizon ? b.last + 1 : horizon;
+  std::vector<i64> delta(std::size_t(horizon) + 1, 0);
   for (const Buffer& b : bufs) {
     if (b.memory != mem || b.first < 0) continue;
-    ev.push_back({2 * b.first, b.bytes});
-    ev.push_back({2 * b.last + 1, -b.bytes});
+    delta[std::size_t(b.first)] += b.bytes;
+    delta[std::size_t(b.last) + 1] -= b.bytes;
   }
-  std::sort(ev.begin(), ev.end());
   i64 live = 0;
   LivePeak peak;
-  for (std::size_t i = 0; i < ev.size(); ++i) {
-    live += ev[i].second;
-    if ((i + 1 == ev.size() || ev[i + 1].first != ev[i].first) && live > peak.bytes) {
+  for (int t = 0; t < horizon; ++t) {
+    live += delta[std::size_t(t)];
+    if (live > peak.bytes) {
       peak.bytes = live;
-      peak.action = ev[i].first / 2;
+      peak.action = t;
     }
   }
   return peak;

@@ -140,25 +140,20 @@ constexpr Summary summarize(const ModelConfig& m, const PlanOptions& o, const Pr
   s.peak_action = peak.action;
   for (const Buffer& b : P.buffers)
     if (b.memory == Memory::device && b.live_at(s.peak_action)) s.kind_at_peak[int(b.kind)] += b.bytes;
-  {  // one sweep over lifetime events, a live counter per kind
-    struct Ev {
-      int t;
-      int kind;
-      i64 delta;
-      constexpr bool operator<(const Ev& o) const { return t < o.t; }
-    };
-    std::vector<Ev> ev;
+  {  // per kind, a difference array over time
+    const std::size_t horizon = P.actions.size() + 1;
+    std::vector<i64> delta(horizon * kind_count, 0);
     for (const Buffer& b : P.buffers)
       if (b.memory == Memory::device && b.first >= 0) {
-        ev.push_back({2 * b.first, int(b.kind), b.bytes});
-        ev.push_back({2 * b.last + 1, int(b.kind), -b.bytes});
+        delta[std::size_t(b.first) * kind_count + std::size_t(b.kind)] += b.bytes;
+        delta[(std::size_t(b.last) + 1) * kind_count + std::size_t(b.kind)] -= b.bytes;
       }
-    std::sort(ev.begin(), ev.end());
     i64 live[kind_count]{};
-    for (const Ev& e : ev) {
-      live[e.kind] += e.delta;
-      if (live[e.kind] > s.kind_max_live[e.kind]) s.kind_max_live[e.kind] = live[e.kind];
-    }
+    for (std::size_t t = 0; t + 1 < horizon; ++t)
+      for (int k = 0; k < kind_count; ++k) {
+        live[k] += delta[t * kind_count + std::size_t(k)];
+        if (live[k] > s.kind_max_live[k]) s.kind_max_live[k] = live[k];
+      }
   }
   for (const Action& a : P.actions) {
     if (a.stream == Stream::h2d || a.stream == Stream::d2h) s.streamed_bytes += a.bytes;
@@ -277,6 +272,67 @@ constexpr Plan search(const ModelConfig& m, const PlanOptions& base, SearchLimit
   return packed;
 }
 
+// ---- the compile-time suggestion -----------------------------------------------------------
+// At compile time a full search is too slow, so candidates are tried one by one in a fixed
+// order of increasing cost (no streaming before streaming; fewer recomputed layers first; the
+// user's batch and sequence before smaller ones) and the first whose lower bound fits wins.
+
+// Device bytes of a plan from its lower bound alone (no packing, no summary).
+constexpr i64 quick_device_bytes(const ModelConfig& m, const PlanOptions& o) {
+  return live_lower_bound(build_program(m, o).buffers, Memory::device) + cuda_context_reserve_bytes;
+}
+
+struct Candidate {
+  bool valid = false;  // false past the end of the sequence
+  PlanOptions options{};
+};
+
+constexpr Candidate suggestion_candidate(const ModelConfig& m, const PlanOptions& base, int i) {
+  int every[8]{};
+  int n_every = 0;
+  every[n_every++] = 0;
+  for (int e = 64; e >= 1; e /= 2)
+    if (e < m.layers) every[n_every++] = e;
+  Candidate c;
+  c.options = base;
+  // Part 1: savers at the user's shape.
+  constexpr int savers = 3;  // (optimizer offload, checkpoint offload): (0,0) (1,0) (1,1)
+  const int part1 = 2 * savers * n_every;
+  if (i < part1) {
+    const int w = i / (savers * n_every), sv = (i / n_every) % savers, e = every[i % n_every];
+    c.options.offload_weights = base.offload_weights || w;
+    c.options.offload_optimizer = base.offload_optimizer || sv >= 1;
+    c.options.checkpoint_every = e;
+    c.options.offload_checkpoints = sv == 2 && e > 0;
+    c.valid = !(sv == 2 && e == 0);  // checkpoint offload needs checkpoints
+    if (!c.valid) {  // skip: reuse the same options (harmless duplicate of a valid one)
+      c.options.offload_checkpoints = false;
+      c.valid = true;
+    }
+    return c;
+  }
+  // Part 2: every saver on, smaller batches, then shorter sequences.
+  i -= part1;
+  c.options.offload_weights = true;
+  c.options.offload_optimizer = true;
+  c.options.checkpoint_every = 1;
+  c.options.offload_checkpoints = true;
+  for (int b = base.batch / 2; b >= 1; b /= 2, --i)
+    if (i == 0) {
+      c.options.batch = b;
+      c.valid = true;
+      return c;
+    }
+  c.options.batch = 1;
+  for (int t = base.seq / 2; t >= 1; t /= 2, --i)
+    if (i == 0) {
+      c.options.seq = t;
+      c.valid = true;
+      return c;
+    }
+  return Candidate{};
+}
+
 // ---- the compile-time plan --------------------------------------------------------------------
 
 template <int NActions, int NBuffers>
@@ -294,8 +350,9 @@ struct FixedPlan {
 
 template <ModelConfig M, PlanOptions O>
 constexpr auto fixed_plan() {
-  constexpr int na = int(make_plan(M, O, false).actions.size());
-  constexpr int nb = int(make_plan(M, O, false).buffers.size());
+  constexpr bool ok = check(M, O) == PlanError::ok;
+  constexpr int na = ok ? int(build_program(M, O).actions.size()) : 0;
+  constexpr int nb = ok ? int(build_program(M, O).buffers.size()) : 0;
   FixedPlan<na, nb> f;
   const Plan p = make_plan(M, O);
   f.model = p.model;
