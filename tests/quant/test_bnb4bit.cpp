@@ -253,6 +253,16 @@ TEST_CASE("bnb folders with missing or inconsistent quant state: errors name the
     const auto set = variant("miss_qs", drop(w + ".quant_state.bitsandbytes__nf4"));
     const std::string m = error_of([&] { bnb::read_quant4(set, w); });
     CHECK(has(m, w + ".quant_state.bitsandbytes__nf4"));
+    // the whole-folder check finds the orphaned quant-state tensors on its own
+    const std::string v = error_of([&] { bnb::validate_bnb4bit(set); });
+    CHECK(has(v, w + ".quant_state.bitsandbytes__nf4"));
+    CHECK(has(v, "quant-state tensor of '" + w + "'"));
+  }
+  {  // the good folder validates, all five weights
+    const auto set = SafetensorsSet::open_dir(tmp.path / "good");
+    CHECK(bnb::validate_bnb4bit(set).size() == 5);
+    const auto bad = variant("miss_nested_validate", drop(w + ".nested_absmax"));
+    CHECK(has(error_of([&] { bnb::validate_bnb4bit(bad); }), w + ".nested_absmax"));
   }
   {  // absmax with the wrong number of blocks
     const auto set = variant("bad_absmax", [&](std::vector<TensorData>& t) {

@@ -271,6 +271,26 @@ inline LoadedWeight read_quant4(const SafetensorsSet& set, const std::string& w)
   return out;
 }
 
+// Checks a whole bnb 4-bit checkpoint: every quant-state tensor (W.absmax, W.quant_map,
+// W.nested_*) belongs to a weight W with a W.quant_state.bitsandbytes__* tensor, and every such
+// weight loads (read_quant4's checks; one weight in memory at a time). Returns the weight names.
+inline std::vector<std::string> validate_bnb4bit(const SafetensorsSet& set) {
+  const std::vector<std::string> weights = quantized_weights(set);
+  const std::set<std::string> known(weights.begin(), weights.end());
+  for (const auto& [name, ref] : set.tensors()) {
+    for (const char* part : {".absmax", ".quant_map", ".nested_absmax", ".nested_quant_map"}) {
+      const std::string p = part;
+      if (name.size() <= p.size() || name.compare(name.size() - p.size(), p.size(), p) != 0) continue;
+      const std::string w = name.substr(0, name.size() - p.size());
+      if (!known.count(w))
+        throw Error(detail::where(ref) + ": quant-state tensor of '" + w + "', but '" + w +
+                    ".quant_state.bitsandbytes__nf4' (or __fp4) is missing");
+    }
+  }
+  for (const auto& w : weights) (void)read_quant4(set, w);
+  return weights;
+}
+
 // quantization_config of a config.json (nullptr-safe); checks it is bnb 4-bit.
 inline void check_quantization_config(const nlohmann::json& cfg, const std::string& source) {
   auto it = cfg.find("quantization_config");
