@@ -4,6 +4,8 @@
 //   ninja -C build-ops bench/bench_ops && ./build-ops/bench/bench_ops
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <random>
 #include <vector>
@@ -12,6 +14,7 @@
 #include "lvt/ops/attention.hpp"
 #include "lvt/ops/cross_entropy.hpp"
 #include "lvt/ops/linear.hpp"
+#include "lvt/ops/residual.hpp"
 #include "lvt/ops/rmsnorm.hpp"
 #include "lvt/ops/rope.hpp"
 #include "lvt/ops/swiglu.hpp"
@@ -146,6 +149,75 @@ void BM_adamw_lora_params(benchmark::State& s) {
   s.SetItemsProcessed(std::int64_t(s.iterations()) * n);
 }
 
+// One whole decoder layer, forward then backward, LoRA r 16 on all seven projections (dropout
+// 0.05), written as the block program will call the ops; activations kept (no recompute).
+// Four of these plus the lm-head line above are the host step of the small model.
+void BM_decoder_layer_fwd_bwd(benchmark::State& s) {
+  namespace op = lvt::ops;
+  constexpr int QD = H * D, KVD = KV * D;
+  enum { q, k, v, o, gate, up, down, n_proj };
+  const int in[n_proj] = {C, C, C, QD, C, C, F}, out[n_proj] = {QD, KVD, KVD, C, F, F, C};
+  std::vector<float> W[n_proj], A[n_proj], Bm[n_proj], dA[n_proj], dB[n_proj];
+  for (int p = 0; p < n_proj; p++) {
+    W[p] = rnd(std::size_t(in[p]) * out[p], 30 + p, -0.05f, 0.05f);
+    A[p] = rnd(std::size_t(R) * in[p], 40 + p, -0.05f, 0.05f);
+    Bm[p] = rnd(std::size_t(out[p]) * R, 50 + p, -0.05f, 0.05f);
+    dA[p].assign(A[p].size(), 0.f);
+    dB[p].assign(Bm[p].size(), 0.f);
+  }
+  auto lora = [&](int p) { return op::linear::Lora<float>{A[p].data(), Bm[p].data(), R, 2.0f, 0.05f, 7u + p}; };
+  auto ln1 = rnd(C, 60, 0.9f, 1.1f), ln2 = rnd(C, 61, 0.9f, 1.1f), x = rnd(N * C, 62),
+       dres0 = rnd(N * C, 63);
+  std::vector<float> inv(D / 2), cs(T * D / 2), sn(T * D / 2);
+  for (int i = 0; i < D / 2; i++) inv[i] = std::pow(10000.0f, -2.0f * i / D);
+  op::rope::tables(cs.data(), sn.data(), inv.data(), T, D / 2);
+  std::vector<float> h1(N * C), r1(N), qv(N * QD), kv(N * KVD), vv(N * KVD), att(N * QD),
+      lse(B * H * T), tmp(N * C), xm(N * C), h2(N * C), r2(N), g(N * F), u(N * F), act(N * F),
+      xo(N * C), scr(op::linear::scratch_elems(N, F, R)), ascr(T), dres(N * C), dact(N * F),
+      dg(N * F), du(N * F), dln(N * C), datt(N * QD), dq(N * QD), dk(N * KVD), dv(N * KVD),
+      dqp(N * QD), dkp(N * KVD);
+  auto fwd = [&](int p, float* y, const float* xin) {
+    op::linear::forward(y, scr.data(), xin, W[p].data(), (const float*)nullptr, lora(p), N, in[p], out[p]);
+  };
+  auto bwd = [&](int p, float* dx, const float* dy, const float* xin) {
+    op::linear::backward(dx, {dA[p].data(), dB[p].data()}, scr.data(), dy, xin, W[p].data(), lora(p), N, in[p], out[p]);
+  };
+  auto zero = [](std::vector<float>& z) { std::fill(z.begin(), z.end(), 0.f); };
+  for (auto _ : s) {
+    op::rmsnorm::forward(h1.data(), r1.data(), x.data(), ln1.data(), N, C, 1e-5);
+    fwd(q, qv.data(), h1.data()), fwd(k, kv.data(), h1.data()), fwd(v, vv.data(), h1.data());
+    op::rope::forward(qv.data(), qv.data(), cs.data(), sn.data(), B, T, H, D, D);
+    op::rope::forward(kv.data(), kv.data(), cs.data(), sn.data(), B, T, KV, D, D);
+    op::attention::forward(att.data(), lse.data(), ascr.data(), qv.data(), kv.data(), vv.data(), B, T, H, KV, D);
+    fwd(o, tmp.data(), att.data());
+    op::residual::forward(xm.data(), x.data(), tmp.data(), N * C);
+    op::rmsnorm::forward(h2.data(), r2.data(), xm.data(), ln2.data(), N, C, 1e-5);
+    fwd(gate, g.data(), h2.data()), fwd(up, u.data(), h2.data());
+    op::swiglu::forward(act.data(), g.data(), u.data(), N, F);
+    fwd(down, tmp.data(), act.data());
+    op::residual::forward(xo.data(), xm.data(), tmp.data(), N * C);
+    // backward
+    dres = dres0;
+    zero(dact), zero(dg), zero(du), zero(dln), zero(datt), zero(dq), zero(dk), zero(dv),
+        zero(dqp), zero(dkp);
+    bwd(down, dact.data(), dres.data(), act.data());
+    op::swiglu::backward(dg.data(), du.data(), dact.data(), g.data(), u.data(), N, F);
+    bwd(gate, dln.data(), dg.data(), h2.data()), bwd(up, dln.data(), du.data(), h2.data());
+    op::rmsnorm::backward(dres.data(), (float*)nullptr, dln.data(), xm.data(), ln2.data(), r2.data(), N, C);
+    bwd(o, datt.data(), dres.data(), att.data());
+    op::attention::backward(dq.data(), dk.data(), dv.data(), ascr.data(), datt.data(), qv.data(), kv.data(),
+                            vv.data(), att.data(), lse.data(), B, T, H, KV, D);
+    op::rope::backward(dqp.data(), dq.data(), cs.data(), sn.data(), B, T, H, D, D);
+    op::rope::backward(dkp.data(), dk.data(), cs.data(), sn.data(), B, T, KV, D, D);
+    zero(dln);
+    bwd(q, dln.data(), dqp.data(), h1.data()), bwd(k, dln.data(), dkp.data(), h1.data()),
+        bwd(v, dln.data(), dv.data(), h1.data());
+    op::rmsnorm::backward(dres.data(), (float*)nullptr, dln.data(), x.data(), ln1.data(), r1.data(), N, C);
+    benchmark::DoNotOptimize(dres.data());
+  }
+  tokens(s);
+}
+
 }  // namespace
 
 BENCHMARK(BM_rmsnorm_fwd_bwd)->Unit(benchmark::kMillisecond);
@@ -155,6 +227,7 @@ BENCHMARK(BM_attention_bwd)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_swiglu_fwd_bwd)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_linear_lora_fwd_bwd)->Args({C, C})->Args({C, F})->Args({F, C})->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_cross_entropy_fused)->Arg(64)->Arg(256)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_decoder_layer_fwd_bwd)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_adamw_lora_params)->Unit(benchmark::kMicrosecond);
 
 BENCHMARK_MAIN();
