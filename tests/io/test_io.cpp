@@ -358,3 +358,11 @@ TEST_CASE("read_hf_config: not JSON, missing file") {
     CHECK(contains(e.what(), "cannot open"));
   }
 }
+
+TEST_CASE("config.json sizes beyond lvt's bounds are named, not overflowed") {
+  const std::string e = error_of(llama32_1b_json, R"({"intermediate_size": 2000000000})");
+  CHECK(contains(e, "'intermediate_size'"));
+  CHECK(contains(e, "exceeds"));
+  CHECK(contains(error_of(llama32_1b_json, R"({"num_hidden_layers": 100000})"),
+                 "'num_hidden_layers'"));
+}

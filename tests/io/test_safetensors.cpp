@@ -85,7 +85,7 @@ TEST_CASE("safetensors round trip: random tensors of every width, metadata, zero
     CHECK(info.shape == t.spec.shape);
     auto b = f.bytes(info);
     REQUIRE(b.size() == t.bytes.size());
-    CHECK(std::memcmp(b.data(), t.bytes.data(), b.size()) == 0);
+    CHECK((b.empty() || std::memcmp(b.data(), t.bytes.data(), b.size()) == 0));
   }
   CHECK(f.find("nope") == nullptr);
   try {

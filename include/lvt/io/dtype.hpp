@@ -104,6 +104,9 @@ inline std::uint16_t float_to_fp16(float f) {
 // `n` elements of `src` (any alignment) to float. Floating types only.
 inline void convert_to_float(StDtype dt, const std::byte* src, std::size_t n, float* dst,
                              const std::string& what) {
+  if (n == 0 && (dt == StDtype::F32 || dt == StDtype::BF16 || dt == StDtype::F16 ||
+                 dt == StDtype::F64))
+    return;  // pointers of empty vectors may be null: memcpy must not see them
   switch (dt) {
     case StDtype::F32:
       std::memcpy(dst, src, n * 4);
@@ -138,6 +141,9 @@ inline void convert_to_float(StDtype dt, const std::byte* src, std::size_t n, fl
 // `n` floats to `dt` (F32, F16, BF16) into `dst` (n * bytes).
 inline void convert_from_float(const float* src, std::size_t n, StDtype dt, std::byte* dst,
                                const std::string& what) {
+  if (n == 0 && (dt == StDtype::F32 || dt == StDtype::BF16 || dt == StDtype::F16 ||
+                 dt == StDtype::F64))
+    return;  // pointers of empty vectors may be null: memcpy must not see them
   switch (dt) {
     case StDtype::F32:
       std::memcpy(dst, src, n * 4);

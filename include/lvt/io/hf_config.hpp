@@ -218,6 +218,22 @@ inline ModelConfig parse_hf_config(const nlohmann::json& j, const std::string& s
     }
   }
 
+  // Bounds far above any real model keep every size product of ModelConfig (params(), the
+  // planner's byte counts) inside int64.
+  struct Bound {
+    const char* field;
+    std::int64_t value, max;
+  } bounds[] = {{"hidden_size", c.hidden, 1 << 24},         {"intermediate_size", c.ffn, 1 << 24},
+                {"vocab_size", c.vocab, 1 << 24},           {"num_hidden_layers", c.layers, 4096},
+                {"num_attention_heads", c.heads, 4096},     {"num_key_value_heads", c.kv_heads, 4096},
+                {"head_dim", c.head_dim, 4096},             {"max_position_embeddings", c.max_position, 1 << 28},
+                {"original_max_position_embeddings", c.rope_original_max_position, 1 << 28}};
+  for (const auto& b : bounds)
+    if (b.value > b.max)
+      field_error(source, b.field, std::to_string(b.value) + " exceeds lvt's limit of " +
+                                       std::to_string(b.max));
+  if (std::int64_t(c.heads) * c.head_dim > (1 << 24))
+    field_error(source, "num_attention_heads", "num_attention_heads * head_dim exceeds 2^24");
   if (const char* why = validate(c)) throw Error(source + ": " + why);
   return c;
 }

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Builds the libFuzzer targets of tests/fuzz (clang++ -fsanitize=fuzzer,address,undefined) and
+# runs each for a bounded time. Fails (non-zero) on any crash, sanitizer report or leak.
+#   tools/fuzz.sh [SECONDS_PER_TARGET=60] [JOBS=1]
+# Needs clang (Debian: clang, libclang-rt-dev / the clang package's libFuzzer).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-60}
+jobs=${2:-1}
+cxx=${CXX_FUZZ:-$(command -v clang++ || command -v clang++-14 || true)}
+[ -n "$cxx" ] || { echo "fuzz.sh: clang++ not found (apt-get install clang)"; exit 2; }
+out=build-fuzz
+mkdir -p "$out"
+flags=(-std=c++20 -O1 -g -Iinclude -fsanitize=fuzzer,address,undefined
+       -fno-sanitize-recover=undefined -fno-omit-frame-pointer)
+
+# Seed corpora: config texts from the repo; small valid and broken safetensors built here.
+mkdir -p "$out/corpus/config" "$out/corpus/safetensors"
+cp tests/fuzz/corpus/config/*.json "$out/corpus/config/"
+st_seed() {  # st_seed NAME HEADER DATA_BYTES
+  local hdr=$2 n=${#2}
+  { printf "$(printf '\\x%02x' $((n & 255)) $((n >> 8 & 255)) 0 0 0 0 0 0)"; printf '%s' "$hdr";
+    head -c "$3" /dev/urandom; } > "$out/corpus/safetensors/$1"
+}
+st_seed ok '{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}' 8
+st_seed two '{"__metadata__":{"format":"pt"},"w":{"dtype":"BF16","shape":[2,3],"data_offsets":[0,12]},"b":{"dtype":"F16","shape":[3],"data_offsets":[12,18]}}' 18
+st_seed overlap '{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"I8","shape":[4],"data_offsets":[4,8]}}' 8
+st_seed empty '{}' 0
+
+status=0
+for target in safetensors config; do
+  exe="$out/fuzz_$target"
+  echo "== building $exe"
+  "$cxx" "${flags[@]}" "tests/fuzz/fuzz_$target.cpp" -o "$exe"
+  echo "== fuzzing $target for ${secs}s"
+  mkdir -p "$out/work_$target"
+  if ! "$exe" -max_total_time="$secs" -jobs="$jobs" -workers="$jobs" -print_final_stats=1 \
+        -artifact_prefix="$out/crash_${target}_" "$out/work_$target" "$out/corpus/$target"; then
+    echo "fuzz.sh: $target FAILED (artifacts: $out/crash_${target}_*)"
+    status=1
+  fi
+done
+[ $status -eq 0 ] && echo "fuzz.sh: all targets clean for ${secs}s each"
+exit $status
