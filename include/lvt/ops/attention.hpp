@@ -51,7 +51,7 @@ void forward(T* out, T* lse, T* scratch, const T* q, const T* k, const T* v, std
         }
         double sum = 0;
         for (std::int64_t j = 0; j <= t; j++) {
-          s[j] = T(std::exp(double(s[j] - m)));
+          s[j] = std::exp(s[j] - m);  // exp in T (expf on the host backend); the sum in double
           sum += double(s[j]);
         }
         const T inv = T(1.0 / sum);
@@ -88,7 +88,7 @@ void backward(T* dq, T* dk, T* dv, T* scratch, const T* dout, const T* q, const 
         const T l = lse[(b * heads + h) * seq + t];
         const T delta = detail::dot(dot_, out + qo, D);
         for (std::int64_t j = 0; j <= t; j++)
-          p[j] = T(std::exp(double(scale * detail::dot(qt, k + ((b * seq + j) * kv_heads + g) * D, D) - l)));
+          p[j] = std::exp(scale * detail::dot(qt, k + ((b * seq + j) * kv_heads + g) * D, D) - l);
         T* dqt = dq + qo;
         for (std::int64_t j = 0; j <= t; j++) {
           const std::int64_t ko = ((b * seq + j) * kv_heads + g) * D;

@@ -36,16 +36,18 @@ inline void require(bool ok, const char* op, const char* what, std::int64_t got)
 }
 
 // ---- counter-based RNG: the value at (seed, index) is a pure function, so a backward pass
-// regenerates a dropout mask instead of storing it. SplitMix64's finalizer on a Weyl sequence.
+// regenerates a dropout mask instead of storing it. SplitMix64: its finalizer on a Weyl
+// sequence, so counter_uniform(seed, i) is the i-th SplitMix64 output from state `seed`.
 LVT_HD inline std::uint64_t mix64(std::uint64_t z) {
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
   z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
   return z ^ (z >> 31);
 }
 
-// Uniform in [0, 1) with 24 random bits (exact in float and double).
+// Uniform in [0, 1) with 24 random bits (exact in float and double). `seed` should come from
+// dropout_seed (already mixed), so nearby seeds give unrelated streams.
 LVT_HD inline float counter_uniform(std::uint64_t seed, std::uint64_t index) {
-  const std::uint64_t r = mix64(mix64(seed) + (index + 1) * 0x9e3779b97f4a7c15ull);
+  const std::uint64_t r = mix64(seed + (index + 1) * 0x9e3779b97f4a7c15ull);
   return float(r >> 40) * (1.0f / 16777216.0f);
 }
 

@@ -55,12 +55,14 @@ inline double row_loss_and_grad(T* logits, std::int64_t vocab, std::int32_t labe
   T m = logits[0];
   for (std::int64_t v = 1; v < vocab; v++) m = logits[v] > m ? logits[v] : m;
   double sum = 0;
-  for (std::int64_t v = 0; v < vocab; v++) sum += std::exp(double(logits[v] - m));
+  // exp in T (expf on the host backend: 32000 per token), sums and the loss in double
+  for (std::int64_t v = 0; v < vocab; v++) sum += double(std::exp(logits[v] - m));
   const double lse = double(m) + std::log(sum);
   const double loss = lse - double(logits[label]);
   if (want_grad) {
+    const T lse_t = T(lse);
     for (std::int64_t v = 0; v < vocab; v++)
-      logits[v] = T(std::exp(double(logits[v]) - lse)) * scale;
+      logits[v] = std::exp(logits[v] - lse_t) * scale;
     logits[label] -= scale;
   }
   return loss;

@@ -44,9 +44,13 @@ struct LoraGrads {
   T* dB = nullptr;  // [out, rank], accumulated
 };
 
-// Scratch of forward and backward: h and dh [rows, rank] and one dropped-out row of x [in].
+// Rows of x the LoRA path handles at a time (its dropped-out copy lives in scratch).
+inline constexpr std::int64_t lora_row_block = 16;
+
+// Scratch of forward and backward: h and dh [rows, rank] and a block of dropped-out rows of x
+// [lora_row_block, in].
 constexpr std::int64_t scratch_elems(std::int64_t rows, std::int64_t in, std::int64_t rank) {
-  return 2 * rows * rank + in;
+  return 2 * rows * rank + lora_row_block * in;
 }
 
 // Dropout's keep decision and factor for one element (shared with the CUDA kernel).
@@ -69,31 +73,35 @@ void check(const T* x, const T* scratch, const Lora<T>& lora, std::int64_t rows,
     require(lora.rank > 0, "linear", "LoRA rank must be positive", lora.rank);
     require(lora.A != nullptr && lora.B != nullptr, "linear",
             "LoRA needs both lora_A and lora_B", lora.rank);
-    require(scratch != nullptr, "linear", "LoRA needs scratch_elems(rows, in, rank) scratch",
-            scratch_elems(rows, in, lora.rank));
+    if (scratch == nullptr)
+      throw Error("linear: LoRA needs a scratch of scratch_elems(rows, in, rank) = " +
+                  std::to_string(scratch_elems(rows, in, lora.rank)) + " elements (got null)");
     if (!(lora.dropout >= 0 && lora.dropout < 1))
       throw Error("linear: lora_dropout must be in [0, 1) (got " + std::to_string(lora.dropout) +
                   ")");
   }
 }
 
-// xd = dropout(x[n, :]) into row (or x's own row when p = 0).
+// The dropped-out rows [n0, n1) of x, written to blk (or x itself when p = 0).
 template <class T>
-const T* dropped_row(T* row, const T* x, std::int64_t n, std::int64_t in, const Lora<T>& lora) {
-  const T* xr = x + n * in;
-  if (lora.dropout <= 0) return xr;
-  for (std::int64_t k = 0; k < in; k++)
-    row[k] = xr[k] * dropout_factor<T>(lora.seed, std::uint64_t(n * in + k), lora.dropout);
-  return row;
+const T* dropped_rows(T* blk, const T* x, std::int64_t n0, std::int64_t n1, std::int64_t in,
+                      const Lora<T>& lora) {
+  if (lora.dropout <= 0) return x + n0 * in;
+  for (std::int64_t n = n0; n < n1; n++)
+    for (std::int64_t k = 0; k < in; k++)
+      blk[(n - n0) * in + k] =
+          x[n * in + k] * dropout_factor<T>(lora.seed, std::uint64_t(n * in + k), lora.dropout);
+  return blk;
 }
 
 // h[n, r] = dropout(x[n, :]) . A[r, :]
 template <class T>
-void lora_down(T* h, T* row, const T* x, const Lora<T>& lora, std::int64_t rows, std::int64_t in) {
-  for (std::int64_t n = 0; n < rows; n++) {
-    const T* xd = dropped_row(row, x, n, in, lora);
-    for (std::int64_t r = 0; r < lora.rank; r++)
-      h[n * lora.rank + r] = matmul::dot(xd, lora.A + r * in, in);
+void lora_down(T* h, T* blk, const T* x, const Lora<T>& lora, std::int64_t rows, std::int64_t in) {
+  for (std::int64_t n0 = 0; n0 < rows; n0 += lora_row_block) {
+    const std::int64_t n1 = n0 + lora_row_block < rows ? n0 + lora_row_block : rows;
+    const T* xd = dropped_rows(blk, x, n0, n1, in, lora);
+    matmul::forward(h + n0 * lora.rank, lora.rank, xd, in, lora.A, in, (const T*)nullptr, n1 - n0,
+                    lora.rank, in, T(1), false);
   }
 }
 
@@ -101,8 +109,8 @@ template <class T>
 void lora_forward(T* y, T* scratch, const T* x, const Lora<T>& lora, std::int64_t rows,
                   std::int64_t in, std::int64_t out) {
   T* h = scratch;
-  T* row = scratch + 2 * rows * lora.rank;
-  lora_down(h, row, x, lora, rows, in);
+  T* blk = scratch + 2 * rows * lora.rank;
+  lora_down(h, blk, x, lora, rows, in);
   matmul::forward(y, out, h, lora.rank, lora.B, lora.rank, (const T*)nullptr, rows, out,
                   lora.rank, lora.scale, true);
 }
@@ -113,26 +121,30 @@ void lora_backward(T* dx, LoraGrads<T> g, T* scratch, const T* dy, const T* x,
   const std::int64_t R = lora.rank;
   T* h = scratch;
   T* dh = scratch + rows * R;
-  T* row = scratch + 2 * rows * R;
-  lora_down(h, row, x, lora, rows, in);
-  // dh = scale * dy B ; dB += scale * dy^T h
+  T* blk = scratch + 2 * rows * R;
+  // dh = scale * dy B
   for (std::int64_t i = 0; i < rows * R; i++) dh[i] = 0;
   matmul::backward_input(dh, R, dy, out, lora.B, R, rows, out, R, lora.scale);
-  if (g.dB) matmul::backward_weight(g.dB, R, dy, out, h, R, rows, out, R, lora.scale);
-  // dA += dh^T dropout(x) ; dx += dropout'(dh A)
-  for (std::int64_t n = 0; n < rows; n++) {
-    if (g.dA) {
-      const T* xd = dropped_row(row, x, n, in, lora);
-      matmul::backward_weight(g.dA, in, dh + n * R, R, xd, in, 1, R, in, T(1));
-    }
+  // per block of rows, one dropped-out copy of x serves h (recomputed) and dA += dh^T dropout(x);
+  // then the block buffer takes dh A for dx += dropout'(dh A)
+  for (std::int64_t n0 = 0; n0 < rows; n0 += lora_row_block) {
+    const std::int64_t n1 = n0 + lora_row_block < rows ? n0 + lora_row_block : rows;
+    const T* xd = dropped_rows(blk, x, n0, n1, in, lora);
+    if (g.dB)
+      matmul::forward(h + n0 * R, R, xd, in, lora.A, in, (const T*)nullptr, n1 - n0, R, in, T(1),
+                      false);
+    if (g.dA) matmul::backward_weight(g.dA, in, dh + n0 * R, R, xd, in, n1 - n0, R, in, T(1));
     if (dx) {
-      for (std::int64_t k = 0; k < in; k++) row[k] = 0;
-      matmul::backward_input(row, in, dh + n * R, R, lora.A, in, 1, R, in, T(1));
-      T* d = dx + n * in;
-      for (std::int64_t k = 0; k < in; k++)
-        d[k] += row[k] * dropout_factor<T>(lora.seed, std::uint64_t(n * in + k), lora.dropout);
+      for (std::int64_t i = 0; i < (n1 - n0) * in; i++) blk[i] = 0;
+      matmul::backward_input(blk, in, dh + n0 * R, R, lora.A, in, n1 - n0, R, in, T(1));
+      for (std::int64_t n = n0; n < n1; n++)
+        for (std::int64_t k = 0; k < in; k++)
+          dx[n * in + k] += blk[(n - n0) * in + k] *
+                            dropout_factor<T>(lora.seed, std::uint64_t(n * in + k), lora.dropout);
     }
   }
+  // dB += scale * dy^T h
+  if (g.dB) matmul::backward_weight(g.dB, R, dy, out, h, R, rows, out, R, lora.scale);
 }
 
 }  // namespace detail
