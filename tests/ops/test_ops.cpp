@@ -272,6 +272,11 @@ TEST_CASE("attention: GQA forward equals the materialized softmax; FD gradients 
                        "attention: heads must be a multiple of kv_heads (grouped-query attention) "
                        "(got 3)",
                        Error);
+  CHECK_THROWS_WITH_AS(ops::attention::backward(q.data(), k.data(), v.data(), (double*)nullptr,
+                                                w.data(), q.data(), k.data(), v.data(), out.data(),
+                                                lse.data(), B, T, H, KV, D),
+                       "attention: scratch (scratch_elems(seq) = seq elements) is null (got 6)",
+                       Error);
 }
 
 // ---- swiglu ------------------------------------------------------------------------------------

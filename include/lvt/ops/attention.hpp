@@ -17,8 +17,10 @@ namespace lvt::ops::attention {
 constexpr std::int64_t scratch_elems(std::int64_t seq) { return seq; }
 
 namespace detail {
-inline void check(std::int64_t seq, std::int64_t heads, std::int64_t kv_heads,
-                  std::int64_t head_dim) {
+inline void check(const void* scratch, std::int64_t seq, std::int64_t heads,
+                  std::int64_t kv_heads, std::int64_t head_dim) {
+  require(scratch != nullptr, "attention", "scratch (scratch_elems(seq) = seq elements) is null",
+          seq);
   require(seq > 0, "attention", "seq must be positive", seq);
   require(head_dim > 0, "attention", "head_dim must be positive", head_dim);
   require(kv_heads > 0 && heads % kv_heads == 0, "attention",
@@ -35,7 +37,7 @@ inline T dot(const T* a, const T* b, std::int64_t n) {
 template <class T>
 void forward(T* out, T* lse, T* scratch, const T* q, const T* k, const T* v, std::int64_t batch,
              std::int64_t seq, std::int64_t heads, std::int64_t kv_heads, std::int64_t head_dim) {
-  detail::check(seq, heads, kv_heads, head_dim);
+  detail::check(scratch, seq, heads, kv_heads, head_dim);
   const std::int64_t D = head_dim, group = heads / kv_heads;
   const T scale = T(1.0 / std::sqrt(double(D)));
   T* s = scratch;
@@ -74,7 +76,7 @@ template <class T>
 void backward(T* dq, T* dk, T* dv, T* scratch, const T* dout, const T* q, const T* k, const T* v,
               const T* out, const T* lse, std::int64_t batch, std::int64_t seq, std::int64_t heads,
               std::int64_t kv_heads, std::int64_t head_dim) {
-  detail::check(seq, heads, kv_heads, head_dim);
+  detail::check(scratch, seq, heads, kv_heads, head_dim);
   const std::int64_t D = head_dim, group = heads / kv_heads;
   const T scale = T(1.0 / std::sqrt(double(D)));
   T* p = scratch;

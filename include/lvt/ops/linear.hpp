@@ -5,7 +5,9 @@
 //   A = lora_A.weight [rank, in], B = lora_B.weight [out, rank],
 //   scale = alpha / rank, or alpha / sqrt(rank) with rsLoRA (lora_scale below).
 // Dropout keeps x[n, k] with probability 1 - p and scales it by 1 / (1 - p); the mask is
-// counter_uniform(seed, n * in + k) >= p, so backward regenerates it instead of storing it.
+// counter_uniform(seed, n * in + k) >= p, so backward regenerates it instead of storing it
+// (n counts rows of this call: a caller that splits the rows differently between forward and
+// backward must give each piece its own seed, or keep the split).
 // backward gives dx, dA, dB (never dW: the base is frozen) and saves nothing but x: it
 // recomputes h = dropout(x) A^T, which is rows x rank.
 //
