@@ -162,6 +162,9 @@ TEST_CASE("PEFT adapter errors name the file, the field or the tensor") {
   e = with(R"({"r": 3})");
   CHECK(contains(e, "adapter_model.safetensors"));
   CHECK(contains(e, "r = 3"));
+  CHECK(contains(with(R"({"layers_to_transform": -1})"), "'layers_to_transform'"));
+  CHECK(contains(with(R"({"layers_to_transform": [0, -2]})"), "'layers_to_transform'"));
+  CHECK(contains(with(R"({"layers_to_transform": "0"})"), "'layers_to_transform'"));
   e = with(R"({"layers_to_transform": [0]})");
   CHECK(contains(e, "layers.1."));
   CHECK(contains(e, "layers_to_transform"));

@@ -227,10 +227,12 @@ inline LoraConfig parse_peft_adapter_config(const nlohmann::json& j, const std::
   if (c.targets == 0) field_error(source, "target_modules", "empty");
   if (const auto* lt = member(j, "layers_to_transform")) {
     if (lt->is_number_integer()) {
+      if (!lt->is_number_unsigned() || lt->get<std::uint64_t>() > 1000000)
+        field_error(source, "layers_to_transform", "expected a non-negative layer index");
       c.layers = {lt->get<int>()};
     } else if (lt->is_array()) {
       for (const auto& x : *lt) {
-        if (!x.is_number_integer() || x.get<int>() < 0)
+        if (!x.is_number_unsigned() || x.get<std::uint64_t>() > 1000000)
           field_error(source, "layers_to_transform", "expected non-negative layer indices");
         c.layers.push_back(x.get<int>());
       }
