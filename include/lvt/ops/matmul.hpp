@@ -12,16 +12,20 @@
 // ~95 / ~85 with -march=x86-64-v3 (AVX2 + FMA), against ~21 for a dot product per output.
 #include <cstdint>
 
-// Rows spread over threads when built with -fopenmp (as llm.c); serial otherwise.
+// Blocks spread over threads when built with -fopenmp (as llm.c), for products big enough to
+// pay for waking the threads (the LoRA rank-r products are not); serial otherwise.
 #if defined(_OPENMP)
-#define LVT_OMP_FOR _Pragma("omp parallel for")
+#define LVT_PRAGMA(x) _Pragma(#x)
+#define LVT_OMP_FOR_IF(cond) LVT_PRAGMA(omp parallel for if(cond))
 #else
-#define LVT_OMP_FOR
+#define LVT_OMP_FOR_IF(cond)
 #endif
 
 namespace lvt::ops::matmul {
 
 inline constexpr std::int64_t row_block = 32;
+// Multiply-adds below which a product runs on one thread.
+inline constexpr std::int64_t parallel_min_work = std::int64_t(1) << 22;
 
 template <class T>
 inline T dot(const T* a, const T* b, std::int64_t n) {
@@ -138,7 +142,7 @@ void forward(T* y, std::int64_t ldy, const T* x, std::int64_t ldx, const T* W, s
   else if (bias)
     for (std::int64_t n = 0; n < rows; n++)
       for (std::int64_t m = 0; m < out; m++) y[n * ldy + m] += bias[m];
-  LVT_OMP_FOR
+  LVT_OMP_FOR_IF(rows * out * in >= parallel_min_work)
   for (std::int64_t m0 = 0; m0 < out; m0 += cols<T>) {
     const std::int64_t mc = out - m0 < cols<T> ? out - m0 : cols<T>;
     T panel[depth_block * cols<T>];  // panel[k][j] = W[m0 + j][k0 + k]
@@ -165,7 +169,7 @@ void backward_input(T* dx, std::int64_t lddx, const T* dy, std::int64_t lddy, co
   constexpr std::int64_t out_block = 128;  // rows of W kept in L2 while every row block uses them
   for (std::int64_t m0 = 0; m0 < out; m0 += out_block) {
     const std::int64_t mc = out - m0 < out_block ? out - m0 : out_block;
-    LVT_OMP_FOR
+    LVT_OMP_FOR_IF(rows * mc * in >= parallel_min_work)
     for (std::int64_t n0 = 0; n0 < rows; n0 += row_block) {
       const std::int64_t nr = rows - n0 < row_block ? rows - n0 : row_block;
       tiles(dx + n0 * lddx, lddx, dy + n0 * lddy + m0, lddy, std::int64_t(1), W + m0 * ldw, ldw,
@@ -179,7 +183,7 @@ template <class T>
 void backward_weight(T* dW, std::int64_t lddw, const T* dy, std::int64_t lddy, const T* x,
                      std::int64_t ldx, std::int64_t rows, std::int64_t out, std::int64_t in,
                      T alpha) {
-  LVT_OMP_FOR
+  LVT_OMP_FOR_IF(rows * out * in >= parallel_min_work)
   for (std::int64_t m = 0; m < out; m++) {
     T* d = dW + m * lddw;
     for (std::int64_t n = 0; n < rows; n++) {
