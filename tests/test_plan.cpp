@@ -119,10 +119,15 @@ TEST_CASE("NF4 with double quantization at block 64 costs 4.127 bits per paramet
   CHECK(bits_per_param(QuantKind::nf4, true, 64, DType::bf16) == doctest::Approx(4.127).epsilon(1e-4));
   CHECK(bits_per_param(QuantKind::nf4, false, 64, DType::bf16) == doctest::Approx(4.5));
   CHECK(bits_per_param(QuantKind::int8, false, 64, DType::bf16) == doctest::Approx(8.5));
-  // One 4096 x 4096 NF4 tensor with DQ: 8 MiB codes + 262144 absmax codes + 1024 nested fp32
-  // + mean + 256-entry nested code table + 16-entry NF4 table.
+  // One 4096 x 4096 NF4 tensor with DQ, each part on a 64-byte boundary: 8 MiB codes,
+  // 262144 absmax codes, 1024 nested fp32, the mean, the 256-entry nested map, the NF4 table.
   CHECK(quantized_tensor_bytes(4096 * 4096, QuantKind::nf4, true, 64, DType::bf16) ==
-        8388608 + 262144 + 1024 * 4 + 4 + 1024 + 64);
+        8388608 + 262144 + 1024 * 4 + 64 + 1024 + 64);
+  // Without DQ: fp32 absmax per block.
+  CHECK(quantized_tensor_bytes(4096 * 4096, QuantKind::nf4, false, 64, DType::bf16) ==
+        8388608 + 262144 * 4 + 64);
+  CHECK(quantized_tensor_bytes(4096 * 4096, QuantKind::int8, false, 64, DType::bf16) ==
+        16777216 + 262144 * 4);
 }
 
 TEST_CASE("Llama-3.1-8B: quantized linear weights and the resident 8B plan") {
@@ -132,8 +137,10 @@ TEST_CASE("Llama-3.1-8B: quantized linear weights and the resident 8B plan") {
   const PlanOptions o;  // NF4 + DQ, block 64
   i64 expect_layer = 0;
   for (i64 n : {4096ll * 4096, 1024ll * 4096, 1024ll * 4096, 4096ll * 4096, 14336ll * 4096,
-                14336ll * 4096, 4096ll * 14336})
-    expect_layer += align_up(quantized_tensor_bytes(n, QuantKind::nf4, true, 64, DType::bf16), 16);
+                14336ll * 4096, 4096ll * 14336}) {
+    const i64 blocks = n / 64;  // every tensor is a whole number of blocks
+    expect_layer += n / 2 + blocks + align_up(ceil_div(blocks, 256) * 4, 64) + 64 + 1024 + 64;
+  }
   expect_layer += 2 * 4096 * 2;  // two RMSNorm weights in bf16
   CHECK(layer_weight_bytes(m, o) == expect_layer);
   const double gib_linear = double(expect_layer * 32) / double(gib);

@@ -387,7 +387,7 @@ constexpr ProgramBuilder build_program(const ModelConfig& m, const PlanOptions& 
         if (R.trainable(o, l)) rd(b_lora, a);
         const bool saves = R.saves_in_forward(l);
         if (saves) {
-          saved[lz] = P.buf(Kind::activations, dev, layer_saved_bytes(m, o, R.trainable(o, l)), l);
+          saved[lz] = P.buf(Kind::activations, dev, layer_saved_bytes(m, o), l);
           wr(saved[lz], a);
         }
         scratch(a, forward_workspace_bytes(m, o, saves), l);
@@ -427,7 +427,7 @@ constexpr ProgramBuilder build_program(const ModelConfig& m, const PlanOptions& 
         weights_for(i, a);
         rd(x[lz], a);
         if (R.trainable(o, l)) rd(b_lora, a);
-        saved[lz] = P.buf(Kind::activations, dev, layer_saved_bytes(m, o, R.trainable(o, l)), l);
+        saved[lz] = P.buf(Kind::activations, dev, layer_saved_bytes(m, o), l);
         wr(saved[lz], a);
         scratch(a, forward_workspace_bytes(m, o, true), l);
         // The segment's last layer need not rebuild its output: backward starts from g.
