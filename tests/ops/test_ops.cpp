@@ -565,6 +565,86 @@ TEST_CASE("cross_entropy: bad label names the position; all ignored gives count 
                        doctest::Contains("label -7 at position 0"), Error);
 }
 
+// ---- the accumulate convention -----------------------------------------------------------------
+
+// Every backward adds into its gradient buffers: run it on zeros and on random contents, the
+// difference must be the random contents exactly (the block program relies on this for the
+// residual stream, grouped-query k/v and micro-batches).
+TEST_CASE("every backward accumulates (+=) into its gradients") {
+  auto check_adds = [](const char* what, std::size_t n, auto&& run) {
+    CAPTURE(what);
+    const Vec base = random_vec(n, 141 + n);
+    Vec from_zero(n, 0.0), from_base = base;
+    run(from_zero);
+    run(from_base);
+    int nonzero = 0;
+    for (std::size_t i = 0; i < n; i++) {
+      nonzero += from_zero[i] != 0;
+      CHECK(from_base[i] == doctest::Approx(base[i] + from_zero[i]).epsilon(1e-14));
+    }
+    CHECK(nonzero > 0);
+  };
+  const int N = 3, C = 8, H = 2, KV = 1, D = 4, T = 3, F = 5, R = 2;
+  const Vec x = random_vec(N * C, 151), w = random_vec(C, 152), dy = random_vec(N * C, 153);
+  Vec out(N * C), rstd(N);
+  ops::rmsnorm::forward(out.data(), rstd.data(), x.data(), w.data(), N, C, 1e-5);
+  check_adds("rmsnorm dx", N * C, [&](Vec& g) {
+    ops::rmsnorm::backward(g.data(), (double*)nullptr, dy.data(), x.data(), w.data(), rstd.data(), N, C);
+  });
+  check_adds("rmsnorm dweight", C, [&](Vec& g) {
+    Vec dx(N * C);
+    ops::rmsnorm::backward(dx.data(), g.data(), dy.data(), x.data(), w.data(), rstd.data(), N, C);
+  });
+  const Vec cs = random_vec(T * 2, 154), sn = random_vec(T * 2, 155), rq = random_vec(T * H * D, 156);
+  check_adds("rope dx", T * H * D, [&](Vec& g) {
+    ops::rope::backward(g.data(), rq.data(), cs.data(), sn.data(), 1, T, H, D, D);
+  });
+  const Vec q = random_vec(T * H * D, 157), k = random_vec(T * KV * D, 158),
+            v = random_vec(T * KV * D, 159), da = random_vec(T * H * D, 160);
+  Vec ao(T * H * D), lse(H * T), scr(T);
+  ops::attention::forward(ao.data(), lse.data(), scr.data(), q.data(), k.data(), v.data(), 1, T, H, KV, D);
+  for (int which = 0; which < 3; which++)
+    check_adds(which == 0 ? "attention dq" : which == 1 ? "attention dk" : "attention dv",
+               which == 0 ? T * H * D : T * KV * D, [&](Vec& g) {
+                 Vec dq(T * H * D), dk(T * KV * D), dv(T * KV * D);
+                 Vec& target = which == 0 ? dq : which == 1 ? dk : dv;
+                 target = g;
+                 ops::attention::backward(dq.data(), dk.data(), dv.data(), scr.data(), da.data(),
+                                          q.data(), k.data(), v.data(), ao.data(), lse.data(), 1,
+                                          T, H, KV, D);
+                 g = target;
+               });
+  const Vec gt = random_vec(N * F, 161), up = random_vec(N * F, 162), ds = random_vec(N * F, 163);
+  check_adds("swiglu dgate", N * F, [&](Vec& g) {
+    Vec du(N * F);
+    ops::swiglu::backward(g.data(), du.data(), ds.data(), gt.data(), up.data(), N, F);
+  });
+  const Vec W = random_vec(F * C, 164), A = random_vec(R * C, 165), Bm = random_vec(F * R, 166);
+  const ops::linear::Lora<double> lora{A.data(), Bm.data(), R, 0.5, 0.2f, 3};
+  Vec lscr(ops::linear::scratch_elems(N, C, R));
+  for (int which = 0; which < 3; which++)
+    check_adds(which == 0 ? "linear dx" : which == 1 ? "linear dA" : "linear dB",
+               which == 0 ? N * C : which == 1 ? R * C : F * R, [&](Vec& g) {
+                 Vec dx(N * C), dA(R * C), dB(F * R);
+                 Vec& target = which == 0 ? dx : which == 1 ? dA : dB;
+                 target = g;
+                 ops::linear::backward(dx.data(), {dA.data(), dB.data()}, lscr.data(), ds.data(),
+                                       x.data(), W.data(), lora, N, C, F);
+                 g = target;
+               });
+}
+
+TEST_CASE("cross_entropy: grad_scale scales d hidden, not the loss") {
+  const int N = 4, C = 3, V = 6;
+  Vec h = random_vec(N * C, 171), W = random_vec(V * C, 172), d1(N * C), d2(N * C),
+      s(ops::cross_entropy::scratch_elems(3, V, C));
+  std::vector<std::int32_t> labels = {1, 5, -100, 0};
+  auto r1 = ops::cross_entropy::forward_backward(d1.data(), s.data(), h.data(), W.data(), labels.data(), N, C, V, 3);
+  auto r2 = ops::cross_entropy::forward_backward(d2.data(), s.data(), h.data(), W.data(), labels.data(), N, C, V, 3, 0.25);
+  CHECK(r1.loss_sum == r2.loss_sum);
+  for (int i = 0; i < N * C; i++) CHECK(d2[i] == doctest::Approx(0.25 * d1[i]).epsilon(1e-14));
+}
+
 // ---- optimizer, clipping, schedule, accumulation ---------------------------------------------
 
 TEST_CASE("adamw: two steps equal torch.optim.AdamW computed by hand") {
