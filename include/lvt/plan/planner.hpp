@@ -113,6 +113,7 @@ struct Plan {
   PlanError error = PlanError::ok;
   std::vector<Action> actions;
   std::vector<Buffer> buffers;
+  std::vector<Use> uses;  // in action order
   Summary summary{};
   constexpr bool fits() const { return error == PlanError::ok && summary.fits(); }
 };
@@ -182,6 +183,7 @@ constexpr Plan make_plan(const ModelConfig& m, const PlanOptions& o, bool pack_a
   p.summary = summarize(m, o, P, arena, pinned);
   p.actions = std::move(P.actions);
   p.buffers = std::move(P.buffers);
+  p.uses = std::move(P.uses);
   return p;
 }
 
@@ -333,13 +335,14 @@ constexpr Candidate suggestion_candidate(const ModelConfig& m, const PlanOptions
 
 // ---- the compile-time plan --------------------------------------------------------------------
 
-template <int NActions, int NBuffers>
+template <int NActions, int NBuffers, int NUses>
 struct FixedPlan {
   ModelConfig model{};
   PlanOptions options{};
   PlanError error = PlanError::ok;
   std::array<Action, NActions> actions{};
   std::array<Buffer, NBuffers> buffers{};
+  std::array<Use, NUses> uses{};
   Summary summary{};
   constexpr bool fits() const { return error == PlanError::ok && summary.fits(); }
   constexpr i64 arena_bytes() const { return summary.arena_bytes; }
@@ -351,13 +354,15 @@ constexpr auto fixed_plan() {
   constexpr bool ok = check(M, O) == PlanError::ok;
   constexpr int na = ok ? int(build_program(M, O).actions.size()) : 0;
   constexpr int nb = ok ? int(build_program(M, O).buffers.size()) : 0;
-  FixedPlan<na, nb> f;
+  constexpr int nu = ok ? int(build_program(M, O).uses.size()) : 0;
+  FixedPlan<na, nb, nu> f;
   const Plan p = make_plan(M, O);
   f.model = p.model;
   f.options = p.options;
   f.error = p.error;
   for (int i = 0; i < na; ++i) f.actions[std::size_t(i)] = p.actions[std::size_t(i)];
   for (int i = 0; i < nb; ++i) f.buffers[std::size_t(i)] = p.buffers[std::size_t(i)];
+  for (int i = 0; i < nu; ++i) f.uses[std::size_t(i)] = p.uses[std::size_t(i)];
   f.summary = p.summary;
   return f;
 }

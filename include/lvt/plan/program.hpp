@@ -99,9 +99,32 @@ constexpr const char* kind_name(Kind k) {
 
 enum class Memory : std::uint8_t { device, pinned };
 
+// Which of the buffers of one kind this is, where a kind has several roles.
+enum class Role : std::uint8_t {
+  none,
+  embed_table,  // embeddings: the input embedding table (also the lm head when tied)
+  lm_head,      // embeddings: the lm head (untied) and the final norm weight
+  slot,         // weights: a device ring slot of streamed weights
+  moment1,      // optimizer: AdamW m
+  moment2,      // optimizer: AdamW v
+  host_grads,   // optimizer: LoRA grads landed on the host
+  host_params,  // optimizer: fp32 LoRA params updated on the host
+  checkpoint,   // residual: a checkpoint parked in pinned memory
+};
+
+// One action's use of one buffer (the backends find an action's operands from these).
+enum class Access : std::uint8_t { read, write, read_write };
+struct Use {
+  int action = -1;
+  int buffer = -1;
+  Access access{};
+  constexpr bool operator==(const Use&) const = default;
+};
+
 struct Buffer {
   Kind kind{};
   Memory memory{};
+  Role role = Role::none;
   int layer = -1;
   i64 bytes = 0;      // aligned to arena_alignment
   int first = -1;     // first action using it (its lifetime starts there)
@@ -168,6 +191,7 @@ class ProgramBuilder {
  public:
   std::vector<Action> actions;
   std::vector<Buffer> buffers;
+  std::vector<Use> uses;
 
   constexpr int act(Op op, Stream s, int layer = -1, i64 bytes = 0) {
     Action a;
@@ -178,8 +202,9 @@ class ProgramBuilder {
     actions.push_back(a);
     return int(actions.size()) - 1;
   }
-  constexpr int buf(Kind k, Memory mem, i64 bytes, int layer = -1) {
+  constexpr int buf(Kind k, Memory mem, i64 bytes, int layer = -1, Role role = Role::none) {
     Buffer b;
+    b.role = role;
     b.kind = k;
     b.memory = mem;
     b.layer = layer;
@@ -195,10 +220,12 @@ class ProgramBuilder {
     if (x.wait[s] < on) x.wait[s] = on;
   }
   constexpr void read(int b, int a) {
+    uses.push_back({a, b, Access::read});
     touch(b, a);
     wait(a, buffers[std::size_t(b)].last_writer);
   }
   constexpr void write(int b, int a) {
+    uses.push_back({a, b, Access::write});
     Buffer& x = buffers[std::size_t(b)];
     touch(b, a);
     wait(a, x.last_writer);
@@ -209,6 +236,8 @@ class ProgramBuilder {
   constexpr void read_write(int b, int a) {
     read(b, a);
     write(b, a);
+    uses.pop_back();  // one record: read_write
+    uses.back().access = Access::read_write;
   }
 
  private:
@@ -294,18 +323,19 @@ constexpr ProgramBuilder build_program(const ModelConfig& m, const PlanOptions& 
   const i64 n_lora = lora_param_count(m, o);
   const bool embed_pinned = stream_w && !m.tied_embeddings;
   const int b_io = P.buf(Kind::io, dev, io_bytes(o));
-  const int b_embed = P.buf(Kind::embeddings, embed_pinned ? pin : dev, embedding_bytes(m, o));
-  const int b_head = P.buf(Kind::embeddings, dev, lm_head_bytes(m, o));
+  const int b_embed = P.buf(Kind::embeddings, embed_pinned ? pin : dev, embedding_bytes(m, o), -1,
+                            Role::embed_table);
+  const int b_head = P.buf(Kind::embeddings, dev, lm_head_bytes(m, o), -1, Role::lm_head);
   const int b_cublas = P.buf(Kind::cublas, dev, cublaslt_workspace_bytes(o.sm));
   int b_lora = -1, b_grad = -1, b_m = -1, b_v = -1, b_hgrad = -1, b_hparam = -1;
   if (any_trainable) {
     b_lora = P.buf(Kind::lora, dev, n_lora * 4);
     b_grad = P.buf(Kind::lora_grads, dev, n_lora * 4);
-    b_m = P.buf(Kind::optimizer, o.offload_optimizer ? pin : dev, n_lora * 4);
-    b_v = P.buf(Kind::optimizer, o.offload_optimizer ? pin : dev, n_lora * 4);
+    b_m = P.buf(Kind::optimizer, o.offload_optimizer ? pin : dev, n_lora * 4, -1, Role::moment1);
+    b_v = P.buf(Kind::optimizer, o.offload_optimizer ? pin : dev, n_lora * 4, -1, Role::moment2);
     if (o.offload_optimizer) {
-      b_hgrad = P.buf(Kind::optimizer, pin, n_lora * 4);   // grads landing on the host
-      b_hparam = P.buf(Kind::optimizer, pin, n_lora * 4);  // fp32 params updated on the host
+      b_hgrad = P.buf(Kind::optimizer, pin, n_lora * 4, -1, Role::host_grads);
+      b_hparam = P.buf(Kind::optimizer, pin, n_lora * 4, -1, Role::host_params);
     }
   }
   std::vector<int> b_weights(std::size_t(L), -1);  // resident (device) or the pinned copy
@@ -314,7 +344,8 @@ constexpr ProgramBuilder build_program(const ModelConfig& m, const PlanOptions& 
   for (int l = 0; l < L; ++l)
     b_weights[std::size_t(l)] = P.buf(Kind::weights, stream_w ? pin : dev, w_bytes, l);
   if (stream_w)
-    for (int s = 0; s < slots; ++s) b_slot[std::size_t(s)] = P.buf(Kind::weights, dev, w_bytes, -1);
+    for (int s = 0; s < slots; ++s)
+      b_slot[std::size_t(s)] = P.buf(Kind::weights, dev, w_bytes, -1, Role::slot);
   const std::size_t n_resident = P.buffers.size();
 
   // ---- 4. emit actions with fetches interleaved, and per-step buffers ----
@@ -398,7 +429,7 @@ constexpr ProgramBuilder build_program(const ModelConfig& m, const PlanOptions& 
       case Op::save_checkpoint: {
         const int a = P.act(Op::save_checkpoint, Stream::d2h, l, res_bytes);
         rd(x[lz], a);
-        ckpt_host[lz] = P.buf(Kind::residual, pin, res_bytes, l);
+        ckpt_host[lz] = P.buf(Kind::residual, pin, res_bytes, l, Role::checkpoint);
         wr(ckpt_host[lz], a);
         break;
       }

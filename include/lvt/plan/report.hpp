@@ -22,8 +22,8 @@ struct PlanView {
   PlanView(const Plan& p)  // NOLINT: implicit on purpose
       : model(p.model), options(p.options), error(p.error), actions(p.actions),
         buffers(p.buffers), summary(p.summary) {}
-  template <int A, int B>
-  PlanView(const FixedPlan<A, B>& p)  // NOLINT
+  template <int A, int B, int U>
+  PlanView(const FixedPlan<A, B, U>& p)  // NOLINT
       : model(p.model), options(p.options), error(p.error), actions(p.actions),
         buffers(p.buffers), summary(p.summary) {}
 };
