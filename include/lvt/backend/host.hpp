@@ -37,6 +37,10 @@ namespace lvt::backend {
 
 using plan::i64;
 
+static_assert(ops::linear::lora_row_block == 16,
+              "plan/layout.hpp's common_work sizes the LoRA scratch as ops::linear::scratch_elems "
+              "with 16-row blocks: change both together");
+
 // ---- frozen weights in the planned layout ---------------------------------------------------
 
 // Quantizes w [out, in] as the options say into its place in a layer's weight bytes.
