@@ -8,6 +8,7 @@
 #include "lvt/model/llama.hpp"
 #include "lvt/plan/planner.hpp"
 #include "lvt/policies.hpp"
+#include "lvt/run.hpp"
 
 namespace lvt {
 
@@ -26,6 +27,18 @@ struct Trainer {
   LVT_PLAN_ERRORS(LVT_X)
 #undef LVT_X
   static constexpr auto plan = lvt::plan::fixed_plan<model, options>();
+
+  // A run of this model with these policies: a Hugging Face or bnb-4bit folder whose
+  // config.json must match the description field by field.
+  static Run from_pretrained(const std::filesystem::path& dir, bool poison = false) {
+    return Run::from_pretrained(dir, options, &model, poison);
+  }
+  // Random frozen weights (tests, benchmarks).
+  static Run with_random_weights(std::uint64_t seed, bool poison = false) {
+    Run r(model, options, poison);
+    r.init_random_weights(seed);
+    return r;
+  }
 };
 
 // ---- saying what to change when a plan does not fit ------------------------------------------

@@ -192,3 +192,55 @@ TEST_CASE("bad input: adapter that disagrees, token ids beyond the vocabulary, N
   CHECK_THROWS_WITH_AS(Run(bytes_model, longer), doctest::Contains("max_position_embeddings"),
                        Error);
 }
+
+TEST_CASE("from_pretrained: a Hugging Face folder and the bnb-4bit folder lvt quantize makes") {
+  TempDir tmp;
+  // A bf16 Hugging Face folder with random weights: config.json + model.safetensors.
+  const fs::path hf = tmp.path / "hf";
+  fs::create_directories(hf);
+  {
+    std::ofstream c(hf / "config.json");
+    c << R"({"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 64,
+             "intermediate_size": 128, "num_attention_heads": 4, "num_hidden_layers": 2,
+             "num_key_value_heads": 2, "vocab_size": 256, "rms_norm_eps": 1e-05,
+             "rope_theta": 10000.0, "max_position_embeddings": 256, "tie_word_embeddings": false})";
+  }
+  std::vector<io::TensorSpec> specs;
+  std::vector<std::vector<std::uint16_t>> values;
+  std::mt19937_64 rng(3);
+  std::normal_distribution<float> nd(0.0f, 0.05f);
+  for (const io::WeightSlot& s : io::weight_slots(bytes_model)) {
+    const bool norm = s.kind == io::WeightKind::attn_norm || s.kind == io::WeightKind::mlp_norm ||
+                      s.kind == io::WeightKind::final_norm;
+    std::vector<std::uint16_t> v(std::size_t(s.numel()));
+    for (auto& x : v) x = io::float_to_bf16(norm ? 1.0f : nd(rng));
+    specs.push_back({s.name, io::StDtype::BF16, s.shape});
+    values.push_back(std::move(v));
+  }
+  {
+    io::SafetensorsWriter w(hf / "model.safetensors", specs);
+    for (std::size_t i = 0; i < values.size(); ++i)
+      w.write(specs[i].name, std::as_bytes(std::span(values[i])));
+    w.finish();
+  }
+  PlanOptions o = run_options();
+  Run a = Run::from_pretrained(hf, o, &bytes_model);
+  const fs::path tokens = text_tokens(tmp.path);
+  const io::TokenDataset data = io::TokenDataset::open(tokens, 256);
+  const double loss_hf = a.evaluate(data, 4);
+  CHECK(loss_hf == doctest::Approx(std::log(256.0)).epsilon(0.05));
+
+  // The same folder through `lvt quantize`'s code: NF4 + DQ at block 64, the plan's format, so
+  // every projection is kept bit for bit and the losses agree exactly.
+  const fs::path q = tmp.path / "bnb";
+  io::bnb::QuantizeOptions qo;
+  io::bnb::quantize_folder(hf, q, qo);
+  Run b = Run::from_pretrained(q, o, &bytes_model);
+  CHECK(b.bit_exact_weights() == 2 * 7);
+  CHECK(b.evaluate(data, 4) == loss_hf);
+
+  // A description that disagrees with config.json names the field.
+  ModelConfig other = bytes_model;
+  other.layers = 3;
+  CHECK_THROWS_WITH_AS(Run::from_pretrained(q, o, &other), doctest::Contains("num_hidden_layers"), Error);
+}

@@ -213,6 +213,28 @@ class HostBackend {
   void set_projection(int l, int proj, const float* w, const std::string& name) {
     store_linear(layer_bytes(l), wl_.linear[proj], opt_, w, name);
   }
+  // A bitsandbytes 4-bit weight stored as it is (no requantization) when its format is the
+  // plan's (code, block, double quantization); false otherwise (the caller dequantizes).
+  bool set_projection_quant4(int l, int proj, const quant::Quant4& q) {
+    const plan::LinearLayout& L = wl_.linear[proj];
+    const bool nf4 = q.code == quant::Code4::nf4;
+    if (q.n != L.out * L.in || q.block != opt_.quant_block || q.nested != opt_.double_quant ||
+        (nf4 ? QuantKind::nf4 : QuantKind::fp4) != opt_.quant)
+      return false;
+    std::byte* base = layer_bytes(l);
+    std::memcpy(base + L.data.offset, q.packed.data(), q.packed.size());
+    if (q.nested) {
+      std::memcpy(base + L.absmax.offset, q.absmax_codes.data(), q.absmax_codes.size());
+      std::memcpy(base + L.nested.offset, q.nested_absmax.data(), q.nested_absmax.size() * 4);
+      std::memcpy(base + L.offset.offset, &q.offset, 4);
+      std::memcpy(base + L.nested_map.offset, q.nested_map.empty() ? quant::dynamic_map : q.nested_map.data(),
+                  256 * 4);
+    } else {
+      std::memcpy(base + L.absmax.offset, q.absmax.data(), q.absmax.size() * 4);
+    }
+    std::memcpy(base + L.code.offset, nf4 ? quant::nf4_code : quant::fp4_code, 16 * 4);
+    return true;
+  }
   void set_norm(int l, int which, const float* w) {
     const plan::Span s = which == 0 ? wl_.input_norm : wl_.post_norm;
     std::memcpy(layer_bytes(l) + s.offset, w, std::size_t(s.bytes));

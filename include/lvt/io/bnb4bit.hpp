@@ -199,6 +199,13 @@ inline std::vector<std::string> quantized_weights(const SafetensorsSet& set) {
   return out;
 }
 
+// W itself when it carries a quant state, else empty (one weight's check, no scan of the set).
+inline std::string quantized_weights_named(const SafetensorsSet& set, const std::string& w) {
+  for (const char* suffix : {".quant_state.bitsandbytes__nf4", ".quant_state.bitsandbytes__fp4"})
+    if (set.find(w + suffix)) return w;
+  return {};
+}
+
 namespace detail {
 inline std::string where(const SafetensorsSet::Ref& r) {
   return r.file->path().string() + ": tensor '" + r.info->name + "'";
