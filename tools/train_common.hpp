@@ -1,0 +1,156 @@
+#pragma once
+// What `lvt train` and `lvt eval` share: the model (a Hugging Face folder, or random frozen
+// weights for a config.json or preset), the token data (an llm.c .bin / JSONL file, or the bytes
+// of a text file), the lines that say which backend runs and what the plan holds.
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <limits>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <unistd.h>
+
+#include "lvt/plan/report.hpp"
+#include "lvt/run.hpp"
+#include "options.hpp"
+
+namespace lvt::cli {
+
+// Flags both commands take besides the policy flags.
+inline const std::vector<std::string> model_data_flags = {"--model", "--data", "--text",
+                                                          "--random-weights", "--init-std"};
+
+inline const char* model_data_help =
+    "  --model M               a Hugging Face folder (config.json + safetensors), or with\n"
+    "                          --random-weights a config.json, a folder or a preset name\n"
+    "  --random-weights SEED   random frozen weights (normal, --init-std, default 0.02; norms 1)\n"
+    "                          instead of loading them: for a model without safetensors\n"
+    "  --init-std X            standard deviation of --random-weights (default 0.02)\n"
+    "  --data FILE             tokens: llm.c .bin (uint16 or uint32) or .jsonl\n"
+    "  --text FILE             instead of --data: the bytes of a text file as tokens 0..255\n"
+    "                          (the model's vocab_size must be >= 256)\n";
+
+// The model's description, from --model (required).
+inline ModelConfig model_of(const Args& a) {
+  if (!a.has("--model"))
+    throw Error("--model is required (a Hugging Face folder; with --random-weights also a "
+                "config.json or a preset name)");
+  return load_model(a.get("--model"));
+}
+
+// Checks the flags against the model before planning, naming the flag.
+inline void check_shape(const Args& a, const ModelConfig& m, const PlanOptions& o) {
+  if (m.max_position > 0 && o.seq > m.max_position)
+    throw Error("--seq " + std::to_string(o.seq) + (a.has("--seq") ? "" : " (the default)") + " exceeds the model's max_position_embeddings " +
+                std::to_string(m.max_position) + " (--model " + a.get("--model") + ")");
+}
+
+// The run: weights loaded from the folder, or random ones with --random-weights.
+inline Run make_run(const Args& a, const ModelConfig& m, const PlanOptions& o) {
+  check_shape(a, m, o);
+  if (a.has("--random-weights")) {
+    const auto seed = std::uint64_t(parse_int("--random-weights", a.get("--random-weights"), 0,
+                                              std::numeric_limits<long long>::max()));
+    const double std = a.has("--init-std") ? parse_double("--init-std", a.get("--init-std")) : 0.02;
+    if (!(std > 0 && std <= 10)) throw Error("--init-std '" + a.get("--init-std") + "': expected 0 < X <= 10");
+    Run r(m, o);
+    r.init_random_weights(seed, float(std));
+    return r;
+  }
+  if (a.has("--init-std")) throw Error("--init-std needs --random-weights SEED");
+  const std::filesystem::path dir(a.get("--model"));
+  if (!std::filesystem::is_directory(dir))
+    throw Error("--model '" + a.get("--model") +
+                "' has no weights (a preset or a config.json): give a Hugging Face folder with "
+                "safetensors, or --random-weights SEED");
+  return Run::from_pretrained(dir, o, &m);
+}
+
+// The token file of `data_flag`, or the bytes of `text_flag`'s file (tokens 0..255). One of them
+// is required when `required`; returns false when neither is given.
+struct Tokens {
+  std::unique_ptr<io::TokenDataset> data;
+  std::string flag;  // the flag it came from
+  std::string name;  // the file the user named (a --text file's tokens live in a temporary file)
+};
+
+inline std::vector<std::uint32_t> text_bytes(const std::string& flag, const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw Error(flag + " '" + path + "': cannot open");
+  const std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  return std::vector<std::uint32_t>(reinterpret_cast<const unsigned char*>(text.data()),
+                                    reinterpret_cast<const unsigned char*>(text.data()) + text.size());
+}
+
+inline Tokens open_tokens(const Args& a, const ModelConfig& m, const std::string& data_flag,
+                          const std::string& text_flag, bool required) {
+  Tokens t;
+  if (a.has(data_flag) && a.has(text_flag))
+    throw Error("give " + data_flag + " or " + text_flag + ", not both");
+  if (a.has(data_flag)) {
+    t.flag = data_flag;
+    const std::string path = a.get(data_flag);
+    t.name = path;
+    if (!std::filesystem::is_regular_file(path))
+      throw Error(data_flag + " '" + path + "': no such file");
+    t.data = std::make_unique<io::TokenDataset>(io::TokenDataset::open(path, m.vocab));
+  } else if (a.has(text_flag)) {
+    t.flag = text_flag;
+    t.name = a.get(text_flag);
+    if (m.vocab < 256)
+      throw Error(text_flag + " gives byte tokens 0..255 but the model's vocab_size is " +
+                  std::to_string(m.vocab));
+    const std::vector<std::uint32_t> bytes = text_bytes(text_flag, a.get(text_flag));
+    if (bytes.empty()) throw Error(text_flag + " '" + a.get(text_flag) + "': empty file");
+    // The dataset maps a file: write the bytes as an llm.c token file, map it, unlink it (the
+    // mapping keeps the data).
+    static int counter = 0;
+    const auto tmp = std::filesystem::temp_directory_path() /
+                     ("lvt-text-" + std::to_string(::getpid()) + "-" + std::to_string(counter++) + ".bin");
+    io::write_llmc_tokens(tmp, bytes, false);
+    try {
+      t.data = std::make_unique<io::TokenDataset>(io::TokenDataset::open_llmc(tmp, m.vocab));
+    } catch (...) {
+      std::filesystem::remove(tmp);
+      throw;
+    }
+    std::filesystem::remove(tmp);
+  } else if (required) {
+    throw Error(data_flag + " FILE (or " + text_flag + " FILE) is required");
+  }
+  return t;
+}
+
+// Which backend runs the step. `Run` drives the host backend (the lvt command is built without
+// CUDA), so the line says so rather than leaving the reader to guess.
+inline std::string backend_line() {
+  return "backend: host backend (fp32 reference; no GPU build/GPU found)";
+}
+
+inline std::string model_line(const Args& a, const ModelConfig& m) {
+  char s[512];
+  std::snprintf(s, sizeof s, "model: %s: %d layers, hidden %d, %d heads (%d kv), ffn %d, vocab %d%s",
+                a.get("--model").c_str(), m.layers, m.hidden, m.heads, m.kv_heads, m.ffn, m.vocab,
+                a.has("--random-weights")
+                    ? (", RANDOM frozen weights (--random-weights " + a.get("--random-weights") + ")").c_str()
+                    : ", weights loaded from the folder");
+  return s;
+}
+
+inline std::string plan_line(const plan::Plan& p) {
+  const plan::Summary& s = p.summary;
+  const PlanOptions& o = p.options;
+  char line[512];
+  std::snprintf(line, sizeof line,
+                "plan: arena %s (live lower bound %s), pinned %s; batch %d x seq %d, quant %s, "
+                "checkpoint every %d layers, %d recomputed layer forwards, %lld LoRA params",
+                plan::format_bytes(s.arena_bytes).c_str(), plan::format_bytes(s.live_lower_bound).c_str(),
+                plan::format_bytes(s.pinned_bytes).c_str(), o.batch, o.seq, lvt::quant_name(o.quant),
+                o.checkpoint_every, s.recompute_layers, static_cast<long long>(s.lora_params));
+  return line;
+}
+
+}  // namespace lvt::cli
