@@ -173,9 +173,18 @@ class Run {
   // A fresh adapter as PEFT initializes one (B = 0: the first step starts at the base model).
   void init_lora(std::uint64_t seed) {
     put_adapter(io::make_lora_adapter(b_.model(), lora_config(), seed));
+    reset_optimizer();
+  }
+
+  // Fresh AdamW state, step 0 and the data from its start: what a run that loads only an
+  // adapter (no checkpoint) begins with.
+  void reset_optimizer() {
     step_ = 0;
+    pos_ = {};
+    loader_.reset();
     std::fill(b_.adam_m().begin(), b_.adam_m().end(), 0.0f);
     std::fill(b_.adam_v().begin(), b_.adam_v().end(), 0.0f);
+    b_.zero_grads();
   }
 
   const backend::HostBackend& backend() const { return b_; }
