@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "../ops/fd.hpp"
+#include "lvt/backend/host.hpp"
 #include "lvt/model/block.hpp"
 #include "lvt/ops/attention.hpp"
 #include "lvt/ops/cross_entropy.hpp"
@@ -37,7 +38,7 @@ std::int64_t out_of(int p) {
 }
 
 // Ops over dense double weights, bound to one layer.
-struct DenseOps {
+struct DenseOps : backend::HostElementOps<double> {
   Dense* d;
   Vec* dA;
   Vec* dB;
@@ -59,42 +60,6 @@ struct DenseOps {
     ops::linear::backward(dx, ops::linear::LoraGrads<double>{dA[p].data(), dB[p].data()},
                           scratch.data(), dy, x, d->W[p].data(), lora(p), rows, in_of(p), out_of(p));
   }
-  void rmsnorm_forward(double* o, double* r, const double* x, const double* w, std::int64_t n,
-                       std::int64_t dim, double eps) {
-    ops::rmsnorm::forward(o, r, x, w, n, dim, eps);
-  }
-  void rmsnorm_backward(double* dx, const double* dy, const double* x, const double* w,
-                        const double* r, std::int64_t n, std::int64_t dim) {
-    ops::rmsnorm::backward(dx, static_cast<double*>(nullptr), dy, x, w, r, n, dim);
-  }
-  void rope_forward(double* o, const double* x, const double* c, const double* s, std::int64_t b,
-                    std::int64_t t, std::int64_t h, std::int64_t hd, std::int64_t rot) {
-    ops::rope::forward(o, x, c, s, b, t, h, hd, rot);
-  }
-  void rope_backward(double* dx, const double* dy, const double* c, const double* s,
-                     std::int64_t b, std::int64_t t, std::int64_t h, std::int64_t hd, std::int64_t rot) {
-    ops::rope::backward(dx, dy, c, s, b, t, h, hd, rot);
-  }
-  void attention_forward(double* o, double* lse, double* row, const double* q, const double* k,
-                         const double* v, std::int64_t b, std::int64_t t, std::int64_t h,
-                         std::int64_t kv, std::int64_t hd) {
-    ops::attention::forward(o, lse, row, q, k, v, b, t, h, kv, hd);
-  }
-  void attention_backward(double* dq, double* dk, double* dv, double* row, const double* dout,
-                          const double* q, const double* k, const double* v, const double* out,
-                          const double* lse, std::int64_t b, std::int64_t t, std::int64_t h,
-                          std::int64_t kv, std::int64_t hd) {
-    ops::attention::backward(dq, dk, dv, row, dout, q, k, v, out, lse, b, t, h, kv, hd);
-  }
-  void swiglu_forward(double* o, const double* g, const double* u, std::int64_t r, std::int64_t c) {
-    ops::swiglu::forward(o, g, u, r, c);
-  }
-  void swiglu_backward(double* dg, double* du, const double* dout, const double* g,
-                       const double* u, std::int64_t r, std::int64_t c) {
-    ops::swiglu::backward(dg, du, dout, g, u, r, c);
-  }
-  void add(double* o, const double* a, const double* b, std::int64_t n) { ops::residual::forward(o, a, b, n); }
-  void zero(double* x, std::int64_t n) { std::fill_n(x, n, 0.0); }
 };
 
 struct Model {
@@ -146,7 +111,10 @@ double run(Model& m, std::vector<Vec>* grads) {
       dB[std::size_t(l * 7 + p)].assign(std::size_t(out_of(p) * R), 0.0);
     }
   auto ops_for = [&](int l) {
-    DenseOps o{&m.layer[l], &dA[std::size_t(l * 7)], &dB[std::size_t(l * 7)], {}};
+    DenseOps o;
+    o.d = &m.layer[l];
+    o.dA = &dA[std::size_t(l * 7)];
+    o.dB = &dB[std::size_t(l * 7)];
     o.scratch.assign(std::size_t(ops::linear::scratch_elems(N, F, R)), 0.0);
     return o;
   };

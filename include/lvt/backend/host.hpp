@@ -143,6 +143,44 @@ inline std::vector<LoraSlice> lora_slices(const ModelConfig& m, const PlanOption
   return s;
 }
 
+// The element ops of model/block.hpp's Ops, as the host reference runs them (any float type:
+// the backend uses float, the block's gradient test double).
+template <class T>
+struct HostElementOps {
+  void rmsnorm_forward(T* out, T* rstd, const T* x, const T* w, i64 rows, i64 dim, double eps) {
+    ops::rmsnorm::forward(out, rstd, x, w, rows, dim, eps);
+  }
+  void rmsnorm_backward(T* dx, const T* dout, const T* x, const T* w, const T* rstd, i64 rows,
+                        i64 dim) {
+    ops::rmsnorm::backward(dx, static_cast<T*>(nullptr), dout, x, w, rstd, rows, dim);
+  }
+  void rope_forward(T* out, const T* x, const T* c, const T* s, i64 b, i64 t, i64 h, i64 hd,
+                    i64 rot) {
+    ops::rope::forward(out, x, c, s, b, t, h, hd, rot);
+  }
+  void rope_backward(T* dx, const T* dout, const T* c, const T* s, i64 b, i64 t, i64 h, i64 hd,
+                     i64 rot) {
+    ops::rope::backward(dx, dout, c, s, b, t, h, hd, rot);
+  }
+  void attention_forward(T* out, T* lse, T* row, const T* q, const T* k, const T* v, i64 b, i64 t,
+                         i64 h, i64 kv, i64 hd) {
+    ops::attention::forward(out, lse, row, q, k, v, b, t, h, kv, hd);
+  }
+  void attention_backward(T* dq, T* dk, T* dv, T* row, const T* dout, const T* q, const T* k,
+                          const T* v, const T* out, const T* lse, i64 b, i64 t, i64 h, i64 kv,
+                          i64 hd) {
+    ops::attention::backward(dq, dk, dv, row, dout, q, k, v, out, lse, b, t, h, kv, hd);
+  }
+  void swiglu_forward(T* out, const T* g, const T* u, i64 rows, i64 cols) {
+    ops::swiglu::forward(out, g, u, rows, cols);
+  }
+  void swiglu_backward(T* dg, T* du, const T* dout, const T* g, const T* u, i64 rows, i64 cols) {
+    ops::swiglu::backward(dg, du, dout, g, u, rows, cols);
+  }
+  void add(T* out, const T* a, const T* b, i64 n) { ops::residual::forward(out, a, b, n); }
+  void zero(T* x, i64 n) { std::fill_n(x, n, T(0)); }
+};
+
 struct StepStats {
   double loss_sum = 0;       // summed token losses of this micro-batch
   std::int64_t tokens = 0;   // tokens that counted (labels != -100)
@@ -360,7 +398,7 @@ class HostBackend {
   }
 
   // The Ops a block runs on: bound to one layer's weights, LoRA and scratch.
-  struct LayerOps {
+  struct LayerOps : HostElementOps<float> {
     const plan::LayerWeightLayout* wl;
     const PlanOptions* o;
     const std::byte* w;
@@ -389,40 +427,6 @@ class HostBackend {
       ops::linear::backward(dx, grads[p], lora_scratch, dy, x, W, lora[p], rows, wl->linear[p].in,
                             wl->linear[p].out);
     }
-    void rmsnorm_forward(float* out, float* rstd, const float* x, const float* w_, i64 rows,
-                         i64 dim, double eps) {
-      ops::rmsnorm::forward(out, rstd, x, w_, rows, dim, eps);
-    }
-    void rmsnorm_backward(float* dx, const float* dout, const float* x, const float* w_,
-                          const float* rstd, i64 rows, i64 dim) {
-      ops::rmsnorm::backward(dx, static_cast<float*>(nullptr), dout, x, w_, rstd, rows, dim);
-    }
-    void rope_forward(float* out, const float* x, const float* c, const float* s, i64 b, i64 t,
-                      i64 h, i64 hd, i64 rot) {
-      ops::rope::forward(out, x, c, s, b, t, h, hd, rot);
-    }
-    void rope_backward(float* dx, const float* dout, const float* c, const float* s, i64 b, i64 t,
-                       i64 h, i64 hd, i64 rot) {
-      ops::rope::backward(dx, dout, c, s, b, t, h, hd, rot);
-    }
-    void attention_forward(float* out, float* lse, float* row, const float* q, const float* k,
-                           const float* v, i64 b, i64 t, i64 h, i64 kv, i64 hd) {
-      ops::attention::forward(out, lse, row, q, k, v, b, t, h, kv, hd);
-    }
-    void attention_backward(float* dq, float* dk, float* dv, float* row, const float* dout,
-                            const float* q, const float* k, const float* v, const float* out,
-                            const float* lse, i64 b, i64 t, i64 h, i64 kv, i64 hd) {
-      ops::attention::backward(dq, dk, dv, row, dout, q, k, v, out, lse, b, t, h, kv, hd);
-    }
-    void swiglu_forward(float* out, const float* g, const float* u, i64 rows, i64 cols) {
-      ops::swiglu::forward(out, g, u, rows, cols);
-    }
-    void swiglu_backward(float* dg, float* du, const float* dout, const float* g, const float* u,
-                         i64 rows, i64 cols) {
-      ops::swiglu::backward(dg, du, dout, g, u, rows, cols);
-    }
-    void add(float* out, const float* a, const float* b, i64 n) { ops::residual::forward(out, a, b, n); }
-    void zero(float* x, i64 n) { std::fill_n(x, n, 0.0f); }
   };
 
   LayerOps layer_ops(int a, int l, float* w_scratch, float* lora_scratch, bool trainable,
