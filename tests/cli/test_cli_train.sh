@@ -196,7 +196,51 @@ PY
     train "${m[@]}" --data "$tmp/big.bin" --out "$tmp/x"
 fi
 
-# 7. Bad input: status 1 and a message that names the flag or the file.
+# 7. A Hugging Face folder (config.json + F32 safetensors written here): weights are loaded, not
+#    random; a run on it trains and its adapter evaluates.
+if [ $has_python = 1 ]; then
+  mkdir -p "$tmp/hf"
+  cp "$tmp/model/config.json" "$tmp/hf/"
+  python3 - "$tmp/hf" <<'PY'
+import json, random, struct, sys
+random.seed(11)
+L, C, F, V, KV = 2, 64, 128, 256, 32
+shapes = {"model.embed_tokens.weight": [V, C], "lm_head.weight": [V, C], "model.norm.weight": [C]}
+for l in range(L):
+    p = "model.layers.%d." % l
+    shapes.update({p + "self_attn.q_proj.weight": [C, C], p + "self_attn.k_proj.weight": [KV, C],
+                   p + "self_attn.v_proj.weight": [KV, C], p + "self_attn.o_proj.weight": [C, C],
+                   p + "mlp.gate_proj.weight": [F, C], p + "mlp.up_proj.weight": [F, C],
+                   p + "mlp.down_proj.weight": [C, F], p + "input_layernorm.weight": [C],
+                   p + "post_attention_layernorm.weight": [C]})
+header, blobs, off = {}, [], 0
+for name, shape in shapes.items():
+    n = 1
+    for d in shape: n *= d
+    vals = [1.0] * n if len(shape) == 1 else [random.gauss(0, 0.08) for _ in range(n)]
+    blobs.append(struct.pack("<%df" % n, *vals))
+    header[name] = {"dtype": "F32", "shape": shape, "data_offsets": [off, off + 4 * n]}
+    off += 4 * n
+h = json.dumps(header).encode()
+h += b" " * (-len(h) % 8)
+open(sys.argv[1] + "/model.safetensors", "wb").write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+PY
+  hf=(--model "$tmp/hf" --seq 32 --batch 2)
+  expect 0 "weights loaded from the folder" -- train "${hf[@]}" "${lr[@]}" --text "$tmp/train.txt" \
+    --steps 20 --out "$tmp/hf-adapter"
+  b=$("$lvt" eval "${hf[@]}" --text "$tmp/heldout.txt" 2>&1 | sed -n 's/^eval loss \([0-9.]*\).*/\1/p')
+  a=$("$lvt" eval "${hf[@]}" --text "$tmp/heldout.txt" --adapter "$tmp/hf-adapter" 2>&1 |
+    sed -n 's/^eval loss \([0-9.]*\).*/\1/p')
+  if awk -v b="$b" -v a="$a" 'BEGIN { exit !(b > 0 && a < b - 0.2) }'; then
+    echo "ok: Hugging Face folder: held-out loss $b -> $a with the adapter"
+  else
+    fail "Hugging Face folder: held-out loss '$b' -> '$a'"
+  fi
+  expect 1 "--model '$tmp/model/config.json' has no weights" -- train --model "$tmp/model/config.json" \
+    --seq 32 --text "$tmp/train.txt" --out "$tmp/x"
+fi
+
+# 8. Bad input: status 1 and a message that names the flag or the file.
 expect 1 "--model is required" -- train --text "$tmp/train.txt" --out "$tmp/x"
 expect 1 "--data FILE (or --text FILE) is required" -- train "${m[@]}" --out "$tmp/x"
 expect 1 "--out DIR is required" -- train "${m[@]}" --text "$tmp/train.txt"
