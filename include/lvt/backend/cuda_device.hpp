@@ -11,26 +11,10 @@
 
 #include <string>
 
+#include "lvt/cuda_check.hpp"
 #include "lvt/error.hpp"
 #include "lvt/plan/planner.hpp"
 #include "lvt/plan/report.hpp"
-
-namespace lvt::cuda {
-
-inline std::string cuda_error_text(cudaError_t e, const char* op, const char* file, int line) {
-  return std::string(file) + ":" + std::to_string(line) + ": " + op + " failed: " +
-         cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")";
-}
-
-}  // namespace lvt::cuda
-
-// LVT_CUDA_CHECK(cudaMalloc(&p, n)): throws lvt::Error naming the file, line and the call.
-#define LVT_CUDA_CHECK(call)                                                              \
-  do {                                                                                    \
-    const cudaError_t lvt_cuda_err_ = (call);                                             \
-    if (lvt_cuda_err_ != cudaSuccess)                                                     \
-      throw ::lvt::Error(::lvt::cuda::cuda_error_text(lvt_cuda_err_, #call, __FILE__, __LINE__)); \
-  } while (0)
 
 namespace lvt::cuda {
 

@@ -555,7 +555,7 @@ class HostBackend {
     const double norm = std::sqrt(ops::grad_clip::sum_squares(grads, n_lora_));
     st.grad_norm = norm;
     if (!std::isfinite(norm))
-      throw Error("non-finite LoRA gradient norm (" + std::to_string(norm) + ") at step " +
+      throw Error("non-finite LoRA gradient norm (" + std::to_string(norm) + ") at optimizer step " +
                   std::to_string(s.step));
     if (s.clip > 0) ops::grad_clip::scale(grads, n_lora_, ops::grad_clip::clip_coef(norm, s.clip));
     ops::adamw::step(params, f(b_m_), f(b_v_), static_cast<const float*>(grads), n_lora_, s.adamw, s.step);
@@ -606,8 +606,8 @@ class HostBackend {
           st.loss_sum = ls.loss_sum;
           st.tokens = ls.tokens;
           if (!std::isfinite(st.loss_sum))
-            throw Error("non-finite loss (" + std::to_string(st.loss_sum) + ") at step " +
-                        std::to_string(step_index));
+            throw Error("non-finite loss (" + std::to_string(st.loss_sum) + ") in micro-batch " +
+                        std::to_string(step_index + 1));
           stop = !train;
           break;
         }

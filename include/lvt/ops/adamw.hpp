@@ -65,3 +65,27 @@ void step(T* p, T* m, T* v, const T* g, std::int64_t n, const Hyper& h, std::int
 }
 
 }  // namespace lvt::ops::adamw
+
+#if LVT_CUDA
+#include "lvt/ops/cuda_common.hpp"
+
+// ---- CUDA: the fused AdamW over the flat fp32 LoRA buffer, the host's per-element update ----
+namespace lvt::ops::adamw::cuda {
+__global__ void step_kernel(float* p, float* m, float* v, const float* g, std::int64_t n,
+                                   float beta1, float beta2, float eps, float decay,
+                                   float step_size, float bc2_sqrt) {
+  for (std::int64_t i = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += std::int64_t(gridDim.x) * blockDim.x)
+    update(p[i], m[i], v[i], g[i], beta1, beta2, eps, decay, step_size, bc2_sqrt);
+}
+inline void step(float* p, float* m, float* v, const float* g, std::int64_t n, const Hyper& h,
+                 std::int64_t step_count, cudaStream_t stream) {
+  const StepScalars s = scalars(h, step_count);
+  if (n == 0) return;
+  step_kernel<<<ops::cuda::grid_for(n), ops::cuda::threads, 0, stream>>>(
+      p, m, v, g, n, float(h.beta1), float(h.beta2), float(h.eps), float(s.decay),
+      float(s.step_size), float(s.bc2_sqrt));
+  LVT_CUDA_LAUNCHED("adamw::cuda::step_kernel");
+}
+}  // namespace lvt::ops::adamw::cuda
+#endif

@@ -27,3 +27,27 @@ void forward(T* out, const std::int32_t* tokens, const T* table, std::int64_t n_
 }
 
 }  // namespace lvt::ops::embedding
+
+#if LVT_CUDA
+#include "lvt/ops/cuda_common.hpp"
+
+// ---- CUDA: rows gathered; token ids are checked on the host before the step (io/, backend) --
+namespace lvt::ops::embedding::cuda {
+template <class S>
+__global__ void forward_kernel(S* out, const std::int32_t* tokens, const S* table, std::int64_t n_tokens,
+                               std::int64_t dim) {
+  const std::int64_t total = n_tokens * dim;
+  for (std::int64_t i = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; i < total;
+       i += std::int64_t(gridDim.x) * blockDim.x)
+    out[i] = table[std::int64_t(tokens[i / dim]) * dim + i % dim];
+}
+template <class S>
+void forward(S* out, const std::int32_t* tokens, const S* table, std::int64_t n_tokens,
+             std::int64_t dim, cudaStream_t stream) {
+  if (n_tokens == 0) return;
+  forward_kernel<S><<<ops::cuda::grid_for(n_tokens * dim), ops::cuda::threads, 0, stream>>>(
+      out, tokens, table, n_tokens, dim);
+  LVT_CUDA_LAUNCHED("embedding::cuda::forward_kernel");
+}
+}  // namespace lvt::ops::embedding::cuda
+#endif

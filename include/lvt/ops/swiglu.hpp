@@ -64,3 +64,45 @@ void backward(T* dgate, T* dup, const T* dout, const T* gate, const T* up, std::
 }
 
 }  // namespace lvt::ops::swiglu
+
+#if LVT_CUDA
+#include "lvt/ops/cuda_common.hpp"
+
+// ---- CUDA: one thread per element, the same per-element math as the host ------------------
+namespace lvt::ops::swiglu::cuda {
+using ops::cuda::from_float;
+using ops::cuda::to_float;
+
+template <class S>
+__global__ void forward_kernel(S* out, const S* gate, const S* up, std::int64_t n) {
+  for (std::int64_t i = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += std::int64_t(gridDim.x) * blockDim.x)
+    out[i] = from_float<S>(value(to_float(gate[i]), to_float(up[i])));
+}
+template <class S>
+__global__ void backward_kernel(S* dgate, S* dup, const S* dout, const S* gate, const S* up,
+                                std::int64_t n) {
+  for (std::int64_t i = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += std::int64_t(gridDim.x) * blockDim.x) {
+    float dg, du;
+    grads(dg, du, to_float(gate[i]), to_float(up[i]));
+    const float d = to_float(dout[i]);
+    dgate[i] = from_float<S>(to_float(dgate[i]) + d * dg);
+    dup[i] = from_float<S>(to_float(dup[i]) + d * du);
+  }
+}
+template <class S>
+void forward(S* out, const S* gate, const S* up, std::int64_t n, cudaStream_t stream) {
+  if (n == 0) return;
+  forward_kernel<S><<<ops::cuda::grid_for(n), ops::cuda::threads, 0, stream>>>(out, gate, up, n);
+  LVT_CUDA_LAUNCHED("swiglu::cuda::forward_kernel");
+}
+template <class S>
+void backward(S* dgate, S* dup, const S* dout, const S* gate, const S* up, std::int64_t n,
+              cudaStream_t stream) {
+  if (n == 0) return;
+  backward_kernel<S><<<ops::cuda::grid_for(n), ops::cuda::threads, 0, stream>>>(dgate, dup, dout, gate, up, n);
+  LVT_CUDA_LAUNCHED("swiglu::cuda::backward_kernel");
+}
+}  // namespace lvt::ops::swiglu::cuda
+#endif
