@@ -5,23 +5,7 @@ set -u
 lvt=$1
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-fails=0
-# expect STATUS SUBSTRING -- ARGS...: run `lvt ARGS`, check the exit status and that the output
-# (stdout + stderr) contains SUBSTRING.
-expect() {
-  local want=$1 text=$2
-  shift 3
-  local out rc
-  out=$("$lvt" "$@" 2>&1)
-  rc=$?
-  if [ "$rc" != "$want" ] || ! grep -qF -- "$text" <<<"$out"; then
-    echo "FAIL: lvt $* -> status $rc (want $want), output lacks: $text"
-    echo "$out" | head -20
-    fails=$((fails + 1))
-  else
-    echo "ok: lvt $*"
-  fi
-}
+source "$(dirname "$0")/cli_lib.sh"
 
 expect 0 "fits," -- plan --model llama-3.1-8b --budget rtx4060 --checkpoint-every 8
 expect 0 "--auto chose:" -- plan --model llama-3.1-8b --budget 8GiB --auto

@@ -7,26 +7,7 @@ set -u
 lvt=$1
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-fails=0
-fail() {
-  echo "FAIL: $*"
-  fails=$((fails + 1))
-}
-# expect STATUS SUBSTRING -- ARGS...: run `lvt ARGS`, check the exit status and that the output
-# (stdout + stderr) contains SUBSTRING.
-expect() {
-  local want=$1 text=$2
-  shift 3
-  local out rc
-  out=$("$lvt" "$@" 2>&1)
-  rc=$?
-  if [ "$rc" != "$want" ] || ! grep -qF -- "$text" <<<"$out"; then
-    fail "lvt $* -> status $rc (want $want), output lacks: $text"
-    echo "$out" | tail -20
-  else
-    echo "ok: lvt $*"
-  fi
-}
+source "$(dirname "$0")/../cli_lib.sh"
 has_python=0
 command -v python3 >/dev/null && has_python=1
 

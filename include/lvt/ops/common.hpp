@@ -14,16 +14,9 @@
 
 #include "lvt/error.hpp"
 
-// LVT_HD marks small per-element functions that CUDA kernels reuse: quant/numeric.hpp defines
-// it (ops depend on quant); the fallback below only keeps this header whole on its own.
+// LVT_HD marks small per-element functions that CUDA kernels reuse; quant/numeric.hpp defines
+// it (ops depend on quant).
 #include "lvt/quant/numeric.hpp"
-#ifndef LVT_HD
-#if defined(__CUDACC__)
-#define LVT_HD __host__ __device__
-#else
-#define LVT_HD
-#endif
-#endif
 
 namespace lvt::ops {
 
