@@ -195,3 +195,100 @@ void backward_weight(T* dW, std::int64_t lddw, const T* dy, std::int64_t lddy, c
 }
 
 }  // namespace lvt::ops::matmul
+
+#if LVT_CUDA
+#include <cublasLt.h>
+
+#include <type_traits>
+
+#include <string>
+
+#include "lvt/ops/cuda_common.hpp"
+
+// ---- CUDA: GEMMs through cuBLASLt (fp32 accumulation) -----------------------------------------
+// Row-major operands, as the host functions above: C[M, N] = alpha * op(A) op(B) + beta * C with
+// op(A) = A [M, K] or A^T (A stored [K, M]), op(B) = B [K, N] or B^T (B stored [N, K]). cuBLASLt
+// is column-major, so the product is computed as C^T = op(B)^T op(A)^T on the same memory.
+//   linear forward:  y = x W^T        gemm(y, x, W, rows, out, in, false, true)
+//   linear backward: dx += dy W        gemm(dx, dy, W, rows, in, out, false, false, 1, 1)
+//   LoRA dA += dh^T x                  gemm(dA, dh, x, rank, in, rows, true, false, 1, 1)
+namespace lvt::ops::matmul::cuda {
+
+inline void check(cublasStatus_t s, const char* what, const char* file, int line) {
+  if (s != CUBLAS_STATUS_SUCCESS)
+    throw Error(std::string(file) + ":" + std::to_string(line) + ": " + what + " failed: " +
+                cublasLtGetStatusName(s) + " (" + cublasLtGetStatusString(s) + ")");
+}
+#define LVT_CUBLAS_CHECK(call) ::lvt::ops::matmul::cuda::check((call), #call, __FILE__, __LINE__)
+
+template <class S>
+constexpr cudaDataType_t data_type() {
+  if constexpr (sizeof(S) == 4) return CUDA_R_32F;
+  else if constexpr (std::is_same_v<S, lvt::bf16>) return CUDA_R_16BF;
+  else return CUDA_R_16F;
+}
+
+// One cuBLASLt handle and the plan's workspace (the `cublas` buffer of the arena).
+class Gemm {
+ public:
+  Gemm(void* workspace, std::size_t workspace_bytes)
+      : workspace_(workspace), workspace_bytes_(workspace_bytes) {
+    LVT_CUBLAS_CHECK(cublasLtCreate(&handle_));
+  }
+  ~Gemm() { cublasLtDestroy(handle_); }
+  Gemm(const Gemm&) = delete;
+  Gemm& operator=(const Gemm&) = delete;
+
+  template <class S>
+  void run(S* C, const S* A, const S* B, std::int64_t M, std::int64_t N, std::int64_t K,
+           bool trans_a, bool trans_b, float alpha, float beta, cudaStream_t stream) {
+    if (M == 0 || N == 0) return;
+    const cudaDataType_t t = data_type<S>();
+    cublasLtMatmulDesc_t desc = nullptr;
+    cublasLtMatrixLayout_t la = nullptr, lb = nullptr, lc = nullptr;
+    cublasLtMatmulPreference_t pref = nullptr;
+    struct Cleanup {
+      cublasLtMatmulDesc_t& d;
+      cublasLtMatrixLayout_t &a, &b, &c;
+      cublasLtMatmulPreference_t& p;
+      ~Cleanup() {
+        if (p) cublasLtMatmulPreferenceDestroy(p);
+        if (c) cublasLtMatrixLayoutDestroy(c);
+        if (b) cublasLtMatrixLayoutDestroy(b);
+        if (a) cublasLtMatrixLayoutDestroy(a);
+        if (d) cublasLtMatmulDescDestroy(d);
+      }
+    } cleanup{desc, la, lb, lc, pref};
+    // cuBLASLt's A is our op(B)^T, its B our op(A)^T (see the comment above).
+    const cublasOperation_t op_a = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+    const cublasOperation_t op_b = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
+    LVT_CUBLAS_CHECK(cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    LVT_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &op_a, sizeof op_a));
+    LVT_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &op_b, sizeof op_b));
+    // Stored shapes, column-major: B is [K, N] row-major = N x K col-major (or K x N if B^T).
+    if (trans_b) LVT_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&la, t, K, N, K));
+    else LVT_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&la, t, N, K, N));
+    if (trans_a) LVT_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lb, t, M, K, M));
+    else LVT_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lb, t, K, M, K));
+    LVT_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lc, t, N, M, N));
+    LVT_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+    LVT_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+        pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace_bytes_, sizeof workspace_bytes_));
+    cublasLtMatmulHeuristicResult_t h{};
+    int found = 0;
+    LVT_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(handle_, desc, la, lb, lc, lc, pref, 1, &h, &found));
+    if (found == 0)
+      throw Error("cuBLASLt: no algorithm for a " + std::to_string(M) + " x " + std::to_string(N) +
+                  " x " + std::to_string(K) + " GEMM");
+    LVT_CUBLAS_CHECK(cublasLtMatmul(handle_, desc, &alpha, B, la, A, lb, &beta, C, lc, C, lc,
+                                    &h.algo, workspace_, workspace_bytes_, stream));
+  }
+
+ private:
+  cublasLtHandle_t handle_ = nullptr;
+  void* workspace_;
+  std::size_t workspace_bytes_;
+};
+
+}  // namespace lvt::ops::matmul::cuda
+#endif

@@ -1,0 +1,139 @@
+// cuBLASLt GEMMs (ops/matmul.hpp's CUDA part) against host double sums for every transposition
+// the linear layers use, fp32 and bf16; and the QLoRA forward path: an NF4 (double-quantized)
+// weight dequantized to bf16 on the device, then the GEMM, against the host linear over the
+// host-dequantized weight. Part of the `kernels` GPU suite (its main is in gpu_test_kernels.cu).
+#include <doctest/doctest.h>
+
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "lvt/ops/linear.hpp"
+#include "lvt/ops/matmul.hpp"
+#include "lvt/quant/blockwise.hpp"
+
+using namespace lvt;
+
+namespace {
+
+std::vector<float> uniform(std::size_t n, std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<float> d(-1, 1);
+  std::vector<float> v(n);
+  for (float& x : v) x = d(rng);
+  return v;
+}
+
+template <class S>
+std::vector<float> round_to(std::vector<float> v) {
+  for (float& x : v) x = lvt::to_float(lvt::from_float<S>(x));
+  return v;
+}
+
+template <class S>
+S* upload(const std::vector<float>& v) {
+  std::vector<S> s(v.size());
+  for (std::size_t i = 0; i < v.size(); ++i) s[i] = lvt::from_float<S>(v[i]);
+  S* p = nullptr;
+  LVT_CUDA_CHECK(cudaMalloc(&p, s.size() * sizeof(S)));
+  LVT_CUDA_CHECK(cudaMemcpy(p, s.data(), s.size() * sizeof(S), cudaMemcpyHostToDevice));
+  return p;
+}
+template <class S>
+std::vector<float> download(const S* p, std::size_t n) {
+  std::vector<S> s(n);
+  LVT_CUDA_CHECK(cudaDeviceSynchronize());
+  LVT_CUDA_CHECK(cudaMemcpy(s.data(), p, n * sizeof(S), cudaMemcpyDeviceToHost));
+  std::vector<float> v(n);
+  for (std::size_t i = 0; i < n; ++i) v[i] = lvt::to_float(s[i]);
+  return v;
+}
+
+void close(const std::vector<float>& got, const std::vector<double>& want, double tol, const char* what) {
+  double err = 0, ref = 0;
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    err = std::fmax(err, std::fabs(got[i] - want[i]));
+    ref = std::fmax(ref, std::fabs(want[i]));
+  }
+  INFO(what << ": max abs error " << err << ", max |reference| " << ref);
+  CHECK(ref > 0);
+  CHECK(err <= tol * ref);
+}
+
+template <class S>
+void gemm_case(bool ta, bool tb) {
+  const std::int64_t M = 67, N = 130, K = 96;
+  const auto A = round_to<S>(uniform(std::size_t(M * K), 1)), B = round_to<S>(uniform(std::size_t(K * N), 2));
+  const auto C0 = round_to<S>(uniform(std::size_t(M * N), 3));
+  std::vector<double> want(std::size_t(M * N));
+  for (std::int64_t i = 0; i < M; ++i)
+    for (std::int64_t j = 0; j < N; ++j) {
+      double s = 0;
+      for (std::int64_t k = 0; k < K; ++k) {
+        const double a = ta ? A[std::size_t(k * M + i)] : A[std::size_t(i * K + k)];
+        const double b = tb ? B[std::size_t(j * K + k)] : B[std::size_t(k * N + j)];
+        s += a * b;
+      }
+      want[std::size_t(i * N + j)] = 0.7 * s + C0[std::size_t(i * N + j)];
+    }
+  void* ws = nullptr;
+  LVT_CUDA_CHECK(cudaMalloc(&ws, 4 << 20));
+  ops::matmul::cuda::Gemm gemm(ws, 4 << 20);
+  S *dA = upload<S>(A), *dB = upload<S>(B), *dC = upload<S>(C0);
+  gemm.run(dC, dA, dB, M, N, K, ta, tb, 0.7f, 1.0f, nullptr);
+  CAPTURE(ta);
+  CAPTURE(tb);
+  close(download(dC, want.size()), want, sizeof(S) == 4 ? 1e-5 : 1e-2, "gemm");
+  cudaFree(dA);
+  cudaFree(dB);
+  cudaFree(dC);
+  cudaFree(ws);
+}
+
+}  // namespace
+
+TEST_CASE("cuBLASLt GEMM, row-major, every transposition, fp32 and bf16") {
+  for (bool ta : {false, true})
+    for (bool tb : {false, true}) {
+      gemm_case<float>(ta, tb);
+      gemm_case<lvt::bf16>(ta, tb);
+    }
+}
+
+TEST_CASE("QLoRA linear forward: NF4 + DQ dequantized to bf16 on the device, then cuBLASLt") {
+  const std::int64_t rows = 64, in = 512, out = 384;
+  const auto W = uniform(std::size_t(out * in), 4);
+  const auto x = round_to<lvt::bf16>(uniform(std::size_t(rows * in), 5));
+  const quant::Quant4 q = quant::quantize4(quant::Code4::nf4, W.data(), out * in, 64, true, "W");
+  std::vector<float> Wd(W.size());
+  quant::dequantize4(q, Wd.data());
+  const auto Wb = round_to<lvt::bf16>(Wd);  // the device dequantizes to bf16
+  std::vector<float> yh(std::size_t(rows * out));
+  ops::linear::forward(yh.data(), static_cast<float*>(nullptr), x.data(), Wb.data(),
+                       static_cast<const float*>(nullptr), ops::linear::Lora<float>{}, rows, in, out);
+  std::vector<double> want(yh.begin(), yh.end());
+
+  std::uint8_t *packed = nullptr, *codes = nullptr;
+  float* nested = nullptr;
+  lvt::bf16* wbuf = nullptr;
+  LVT_CUDA_CHECK(cudaMalloc(&packed, q.packed.size()));
+  LVT_CUDA_CHECK(cudaMalloc(&codes, q.absmax_codes.size()));
+  LVT_CUDA_CHECK(cudaMalloc(&nested, q.nested_absmax.size() * 4));
+  LVT_CUDA_CHECK(cudaMalloc(&wbuf, std::size_t(out * in) * 2));
+  LVT_CUDA_CHECK(cudaMemcpy(packed, q.packed.data(), q.packed.size(), cudaMemcpyHostToDevice));
+  LVT_CUDA_CHECK(cudaMemcpy(codes, q.absmax_codes.data(), q.absmax_codes.size(), cudaMemcpyHostToDevice));
+  LVT_CUDA_CHECK(cudaMemcpy(nested, q.nested_absmax.data(), q.nested_absmax.size() * 4, cudaMemcpyHostToDevice));
+  quant::launch_dequantize_4bit(quant::Code4::nf4, packed, nullptr, codes, nested, q.offset, out * in,
+                                64, wbuf, nullptr);
+  CHECK(download(wbuf, Wb.size()) == Wb);  // device dequantization is the host's, bit for bit
+  void* ws = nullptr;
+  LVT_CUDA_CHECK(cudaMalloc(&ws, 4 << 20));
+  ops::matmul::cuda::Gemm gemm(ws, 4 << 20);
+  lvt::bf16* dx = upload<lvt::bf16>(x);
+  lvt::bf16* dy = upload<lvt::bf16>(std::vector<float>(yh.size()));
+  gemm.run(dy, dx, static_cast<const lvt::bf16*>(wbuf), rows, out, in, false, true, 1.0f, 0.0f, nullptr);
+  close(download(dy, yh.size()), want, 1e-2, "nf4 linear");
+  for (void* p : {(void*)packed, (void*)codes, (void*)nested, (void*)wbuf, ws, (void*)dx, (void*)dy}) cudaFree(p);
+}
