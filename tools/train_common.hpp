@@ -15,6 +15,9 @@
 
 #include "lvt/plan/report.hpp"
 #include "lvt/run.hpp"
+#if LVT_HAVE_CUDA_RUNTIME
+#include "lvt/backend/cuda_device.hpp"
+#endif
 #include "options.hpp"
 
 namespace lvt::cli {
@@ -124,10 +127,17 @@ inline Tokens open_tokens(const Args& a, const ModelConfig& m, const std::string
   return t;
 }
 
-// Which backend runs the step. `Run` drives the host backend (the lvt command is built without
-// CUDA), so the line says so rather than leaving the reader to guess.
+// Which backend runs the step, and why. `Run` drives the host backend; where the command is
+// built with the CUDA toolkit it also says what the GPU check found.
 inline std::string backend_line() {
-  return "backend: host backend (fp32 reference; no GPU build/GPU found)";
+#if LVT_HAVE_CUDA_RUNTIME
+  const std::string why = cuda::unavailable_reason();
+  if (!why.empty()) return "backend: host backend (fp32 reference): " + why;
+  return "backend: host backend (fp32 reference): a usable GPU is present, but the CUDA step "
+         "backend is not built yet, so the step runs on the CPU";
+#else
+  return "backend: host backend (fp32 reference; lvt was built without the CUDA toolkit)";
+#endif
 }
 
 inline std::string model_line(const Args& a, const ModelConfig& m) {
