@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "lvt/ops/adamw.hpp"
+#include "lvt/ops/attention.hpp"
 #include "lvt/ops/embedding.hpp"
 #include "lvt/ops/residual.hpp"
 #include "lvt/ops/rmsnorm.hpp"
@@ -154,7 +155,39 @@ void embedding_case() {
   cudaFree(dtok);
 }
 
+template <class S>
+void attention_case(int D) {
+  const int B = 2, T = 37, H = 4, KV = 2;
+  const std::size_t nq = std::size_t(B) * T * H * D, nk = std::size_t(B) * T * KV * D;
+  const auto q = rounded<S>(random_floats(nq, 20)), k = rounded<S>(random_floats(nk, 21));
+  const auto v = rounded<S>(random_floats(nk, 22)), dy = rounded<S>(random_floats(nq, 23));
+  std::vector<float> out(nq), lse(std::size_t(B) * H * T), row(T), dq(nq, 0.0f), dk(nk, 0.0f), dv(nk, 0.0f);
+  ops::attention::forward(out.data(), lse.data(), row.data(), q.data(), k.data(), v.data(), B, T, H, KV, D);
+  const auto out_s = rounded<S>(out);  // the device backward reads its own S-rounded output
+  ops::attention::backward(dq.data(), dk.data(), dv.data(), row.data(), dy.data(), q.data(), k.data(),
+                           v.data(), out_s.data(), lse.data(), B, T, H, KV, D);
+  Dev<S> dq_in(q), dk_in(k), dv_in(v), ddy(dy), dout{std::vector<float>(nq)};
+  Dev<S> ddq{std::vector<float>(nq)}, ddk{std::vector<float>(nk)}, ddv{std::vector<float>(nk)};
+  Dev<float> dlse{std::vector<float>(lse.size())};
+  ops::attention::cuda::forward(dout.p, dlse.p, dq_in.p, dk_in.p, dv_in.p, B, T, H, KV, D, nullptr);
+  ops::attention::cuda::backward(ddq.p, ddk.p, ddv.p, ddy.p, dq_in.p, dk_in.p, dv_in.p, dout.p,
+                                 dlse.p, B, T, H, KV, D, nullptr);
+  CAPTURE(D);
+  check_close(dout.get(), out, tolerance<S>, "attention forward");
+  check_close(dlse.get(), lse, 1e-5, "attention lse");
+  check_close(ddq.get(), dq, tolerance<S>, "attention dq");
+  check_close(ddk.get(), dk, tolerance<S>, "attention dk");
+  check_close(ddv.get(), dv, tolerance<S>, "attention dv");
+}
+
 }  // namespace
+
+TEST_CASE("flash-style attention kernels (causal, grouped-query) vs host, head_dim 64/80/96/128") {
+  for (int D : {64, 80, 96, 128}) {
+    attention_case<float>(D);
+    attention_case<bf16>(D);
+  }
+}
 
 TEST_CASE("rmsnorm kernels vs host, fp32 and bf16") {
   rmsnorm_case<float>();
