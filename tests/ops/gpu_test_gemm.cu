@@ -10,6 +10,7 @@
 #include <random>
 #include <vector>
 
+#include "lvt/ops/cross_entropy.hpp"
 #include "lvt/ops/linear.hpp"
 #include "lvt/ops/matmul.hpp"
 #include "lvt/quant/blockwise.hpp"
@@ -136,4 +137,41 @@ TEST_CASE("QLoRA linear forward: NF4 + DQ dequantized to bf16 on the device, the
   gemm.run(dy, dx, static_cast<const lvt::bf16*>(wbuf), rows, out, in, false, true, 1.0f, 0.0f, nullptr);
   close(download(dy, yh.size()), want, 1e-2, "nf4 linear");
   for (void* p : {(void*)packed, (void*)codes, (void*)nested, (void*)wbuf, ws, (void*)dx, (void*)dy}) cudaFree(p);
+}
+
+template <class S>
+void loss_case() {
+  const std::int64_t n = 45, dim = 96, vocab = 1000, chunk = 16;
+  const auto h = round_to<S>(uniform(std::size_t(n * dim), 30)), W = round_to<S>(uniform(std::size_t(vocab * dim), 31));
+  std::vector<std::int32_t> labels(static_cast<std::size_t>(n));
+  std::mt19937_64 rng(32);
+  for (auto& l : labels) l = std::int32_t(rng() % vocab);
+  labels[7] = -100;
+  labels[20] = -100;
+  std::vector<float> dh(h.size()), scratch(std::size_t(ops::cross_entropy::scratch_elems(chunk, vocab, dim)));
+  const auto want = ops::cross_entropy::forward_backward(dh.data(), scratch.data(), h.data(), W.data(),
+                                                         labels.data(), n, dim, vocab, chunk, 0.5);
+  S *dH = upload<S>(h), *dW = upload<S>(W), *dD = upload<S>(std::vector<float>(h.size()));
+  std::int32_t* dl = nullptr;
+  float* rows = nullptr;
+  void* sc = nullptr;
+  void* ws = nullptr;
+  LVT_CUDA_CHECK(cudaMalloc(&dl, std::size_t(n) * 4));
+  LVT_CUDA_CHECK(cudaMemcpy(dl, labels.data(), std::size_t(n) * 4, cudaMemcpyHostToDevice));
+  LVT_CUDA_CHECK(cudaMalloc(&rows, std::size_t(n) * 4));
+  LVT_CUDA_CHECK(cudaMalloc(&sc, std::size_t(ops::cross_entropy::cuda::scratch_bytes<S>(chunk, vocab))));
+  LVT_CUDA_CHECK(cudaMalloc(&ws, 4 << 20));
+  ops::matmul::cuda::Gemm gemm(ws, 4 << 20);
+  const auto got = ops::cross_entropy::cuda::forward_backward<S>(dD, sc, rows, dH, dW, dl, n, dim, vocab,
+                                                                 chunk, want.count, 0.5, gemm, nullptr);
+  CHECK(got.count == want.count);
+  CHECK(got.loss_sum == doctest::Approx(want.loss_sum).epsilon(sizeof(S) == 4 ? 1e-5 : 1e-3));
+  close(download(dD, dh.size()), std::vector<double>(dh.begin(), dh.end()), sizeof(S) == 4 ? 1e-5 : 1e-2,
+        "d hidden");
+  for (void* p : {(void*)dH, (void*)dW, (void*)dD, (void*)dl, (void*)rows, sc, ws}) cudaFree(p);
+}
+
+TEST_CASE("fused chunked lm-head + cross-entropy on the device vs host (ignore index, fp32 and bf16)") {
+  loss_case<float>();
+  loss_case<lvt::bf16>();
 }

@@ -128,3 +128,97 @@ Result forward(T* scratch, const T* hidden, const T* W, const std::int32_t* labe
 }
 
 }  // namespace lvt::ops::cross_entropy
+
+#if LVT_CUDA
+#include <cub/block/block_reduce.cuh>
+
+#include <vector>
+
+#include "lvt/ops/cuda_common.hpp"
+#include "lvt/ops/matmul.hpp"
+
+// ---- CUDA: the same fused, chunked loss: per chunk of tokens, fp32 logits by cuBLASLt, one
+// block per row for max / sum / loss / gradient (CUB reductions), the gradient rounded to S and
+// multiplied back by the lm head into d hidden. ----------------------------------------------
+namespace lvt::ops::cross_entropy::cuda {
+using ops::cuda::from_float;
+using ops::cuda::to_float;
+
+// Device scratch: fp32 logits and S gradients of one chunk.
+template <class S>
+constexpr std::int64_t scratch_bytes(std::int64_t chunk_tokens, std::int64_t vocab) {
+  return chunk_tokens * vocab * (4 + std::int64_t(sizeof(S)));
+}
+
+struct MaxOp {
+  __device__ float operator()(float a, float b) const { return fmaxf(a, b); }
+};
+
+template <class S>
+__global__ void rows_kernel(S* dlogits, float* row_loss, const float* logits,
+                            const std::int32_t* labels, std::int64_t vocab, float scale) {
+  using Reduce = cub::BlockReduce<float, ops::cuda::threads>;
+  __shared__ typename Reduce::TempStorage tmp;
+  __shared__ float shared_max, shared_lse;
+  const std::int64_t r = blockIdx.x;
+  const float* lr = logits + r * vocab;
+  S* dr = dlogits + r * vocab;
+  const std::int32_t label = labels[r];
+  if (label == ignore_index) {
+    for (std::int64_t v = threadIdx.x; v < vocab; v += blockDim.x) dr[v] = from_float<S>(0.0f);
+    if (threadIdx.x == 0) row_loss[r] = 0.0f;
+    return;
+  }
+  float m = -INFINITY;
+  for (std::int64_t v = threadIdx.x; v < vocab; v += blockDim.x) m = fmaxf(m, lr[v]);
+  m = Reduce(tmp).Reduce(m, MaxOp{});
+  if (threadIdx.x == 0) shared_max = m;
+  __syncthreads();
+  m = shared_max;
+  float sum = 0;
+  for (std::int64_t v = threadIdx.x; v < vocab; v += blockDim.x) sum += expf(lr[v] - m);
+  __syncthreads();  // tmp is reused
+  sum = Reduce(tmp).Sum(sum);
+  if (threadIdx.x == 0) {
+    shared_lse = m + logf(sum);
+    row_loss[r] = shared_lse - lr[label];
+  }
+  __syncthreads();
+  const float lse = shared_lse;
+  for (std::int64_t v = threadIdx.x; v < vocab; v += blockDim.x)
+    dr[v] = from_float<S>((expf(lr[v] - lse) - (v == label ? 1.0f : 0.0f)) * scale);
+}
+
+// As the host forward_backward: labels (device) already shifted, -100 ignored; `count` is the
+// number of kept labels (the caller has the labels on the host); dhidden (may be null) written.
+// Returns the loss summed over kept positions (synchronizes `stream` to read it).
+template <class S>
+Result forward_backward(S* dhidden, void* scratch, float* row_loss, const S* hidden, const S* W,
+                        const std::int32_t* labels, std::int64_t n_tokens, std::int64_t dim,
+                        std::int64_t vocab, std::int64_t chunk_tokens, std::int64_t count,
+                        double grad_scale, matmul::cuda::Gemm& gemm, cudaStream_t stream) {
+  require(chunk_tokens > 0, "cross_entropy", "chunk_tokens must be positive", chunk_tokens);
+  auto* logits = static_cast<float*>(scratch);
+  auto* dlogits = reinterpret_cast<S*>(logits + chunk_tokens * vocab);
+  const float scale = float(count > 0 ? grad_scale / double(count) : 0.0);
+  for (std::int64_t r0 = 0; r0 < n_tokens; r0 += chunk_tokens) {
+    const std::int64_t c = n_tokens - r0 < chunk_tokens ? n_tokens - r0 : chunk_tokens;
+    gemm.run<S, float>(logits, hidden + r0 * dim, W, c, vocab, dim, false, true, 1.0f, 0.0f, stream);
+    rows_kernel<S><<<unsigned(c), ops::cuda::threads, 0, stream>>>(dlogits, row_loss + r0, logits,
+                                                                   labels + r0, vocab, scale);
+    LVT_CUDA_LAUNCHED("cross_entropy::cuda::rows_kernel");
+    if (dhidden)
+      gemm.run<S>(dhidden + r0 * dim, dlogits, W, c, dim, vocab, false, false, 1.0f, 0.0f, stream);
+  }
+  std::vector<float> losses(static_cast<std::size_t>(n_tokens));
+  LVT_CUDA_CHECK(cudaMemcpyAsync(losses.data(), row_loss, std::size_t(n_tokens) * 4,
+                                 cudaMemcpyDeviceToHost, stream));
+  LVT_CUDA_CHECK(cudaStreamSynchronize(stream));
+  Result res;
+  res.count = count;
+  for (float l : losses) res.loss_sum += double(l);
+  return res;
+}
+}  // namespace lvt::ops::cross_entropy::cuda
+#endif
+

@@ -239,11 +239,12 @@ class Gemm {
   Gemm(const Gemm&) = delete;
   Gemm& operator=(const Gemm&) = delete;
 
-  template <class S>
-  void run(S* C, const S* A, const S* B, std::int64_t M, std::int64_t N, std::int64_t K,
+  // A and B in S; C in SC (S, or fp32: the fp32 logits of the fused loss).
+  template <class S, class SC = S>
+  void run(SC* C, const S* A, const S* B, std::int64_t M, std::int64_t N, std::int64_t K,
            bool trans_a, bool trans_b, float alpha, float beta, cudaStream_t stream) {
     if (M == 0 || N == 0) return;
-    const cudaDataType_t t = data_type<S>();
+    const cudaDataType_t t = data_type<S>(), tc = data_type<SC>();
     cublasLtMatmulDesc_t desc = nullptr;
     cublasLtMatrixLayout_t la = nullptr, lb = nullptr, lc = nullptr;
     cublasLtMatmulPreference_t pref = nullptr;
@@ -270,7 +271,7 @@ class Gemm {
     else LVT_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&la, t, N, K, N));
     if (trans_a) LVT_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lb, t, M, K, M));
     else LVT_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lb, t, K, M, K));
-    LVT_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lc, t, N, M, N));
+    LVT_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lc, tc, N, M, N));
     LVT_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
     LVT_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
         pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace_bytes_, sizeof workspace_bytes_));
