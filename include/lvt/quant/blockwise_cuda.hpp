@@ -40,6 +40,20 @@ __device__ inline void report_nonfinite(unsigned long long* bad, std::int64_t i)
   if (bad) atomicMin(bad, (unsigned long long)i);
 }
 
+// The absmax of x[begin, end) - off, a warp's lanes striding over it (every lane gets the
+// result); non-finite inputs are reported. off = 0 leaves every value as it is.
+template <class T>
+__device__ inline float warp_absmax(const T* __restrict__ x, std::int64_t begin, std::int64_t end,
+                                    int lane, unsigned long long* bad, float off = 0.0f) {
+  float m = 0.0f;
+  for (std::int64_t i = begin + lane; i < end; i += 32) {
+    const float v = to_float(x[i]);
+    if (!isfinite(v)) report_nonfinite(bad, i);
+    m = fmaxf(m, fabsf(off == 0.0f ? v : add_rn(v, -off)));
+  }
+  return warp_max(m);
+}
+
 template <Code4 C, class T>
 __global__ void quantize_4bit(const T* __restrict__ x, std::int64_t n, int block,
                               std::uint8_t* __restrict__ packed, float* __restrict__ absmax,
@@ -50,13 +64,7 @@ __global__ void quantize_4bit(const T* __restrict__ x, std::int64_t n, int block
        b += std::int64_t(gridDim.x) * warps_per_cta) {
     const std::int64_t begin = b * block;
     const std::int64_t end = begin + block < n ? begin + block : n;
-    float m = 0.0f;
-    for (std::int64_t i = begin + lane; i < end; i += 32) {
-      const float v = to_float(x[i]);
-      if (!isfinite(v)) report_nonfinite(bad, i);
-      m = fmaxf(m, fabsf(v));
-    }
-    m = warp_max(m);
+    const float m = warp_absmax(x, begin, end, lane, bad);
     if (lane == 0) absmax[b] = m;
     const float scale = inverse_absmax(m);
     for (std::int64_t i = begin + 2 * lane; i < end; i += 64) {
@@ -172,13 +180,7 @@ __global__ void quantize_dynamic(const T* __restrict__ x, std::int64_t n, int bl
        b += std::int64_t(gridDim.x) * warps_per_cta) {
     const std::int64_t begin = b * block;
     const std::int64_t end = begin + block < n ? begin + block : n;
-    float m = 0.0f;
-    for (std::int64_t i = begin + lane; i < end; i += 32) {
-      const float v = to_float(x[i]);
-      if (!isfinite(v)) report_nonfinite(bad, i);
-      m = fmaxf(m, fabsf(add_rn(v, -off)));
-    }
-    m = warp_max(m);
+    const float m = warp_absmax(x, begin, end, lane, bad, off);
     if (lane == 0) absmax[b] = m;
     const float scale = inverse_absmax(m);
     for (std::int64_t i = begin + lane; i < end; i += 32)
@@ -196,13 +198,7 @@ __global__ void quantize_int8(const T* __restrict__ x, std::int64_t n, int block
        b += std::int64_t(gridDim.x) * warps_per_cta) {
     const std::int64_t begin = b * block;
     const std::int64_t end = begin + block < n ? begin + block : n;
-    float m = 0.0f;
-    for (std::int64_t i = begin + lane; i < end; i += 32) {
-      const float v = to_float(x[i]);
-      if (!isfinite(v)) report_nonfinite(bad, i);
-      m = fmaxf(m, fabsf(v));
-    }
-    m = warp_max(m);
+    const float m = warp_absmax(x, begin, end, lane, bad);
     if (lane == 0) absmax[b] = m;
     const float scale = __fdiv_rn(127.0f, m);
     for (std::int64_t i = begin + lane; i < end; i += 32)
