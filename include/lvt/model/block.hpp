@@ -28,27 +28,31 @@ struct BlockDims {
 
 enum BlockProj : int { q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj };
 
-// What forward saves for backward (see plan/layout.hpp's SavedLayout).
-template <class T>
+// What forward saves for backward (see plan/layout.hpp's SavedLayout). T is the storage type of
+// activations, F that of the per-row statistics and tables (the host runs both in one type; the
+// CUDA backend stores 16-bit activations and fp32 statistics).
+template <class T, class F = T>
 struct BlockSaved {
-  T *xn1, *q, *k, *v, *att, *h, *xn2, *gate, *up, *rstd1, *rstd2, *lse;
+  T *xn1, *q, *k, *v, *att, *h, *xn2, *gate, *up;
+  F *rstd1, *rstd2, *lse;
 };
 
-template <class T>
+template <class T, class F = T>
 struct BlockForwardWork {
-  T *act, *attn_row, *cos, *sin;
+  T* act;
+  F *attn_row, *cos, *sin;
 };
 
-template <class T>
+template <class T, class F = T>
 struct BlockBackwardWork {
   T *act, *d_act, *d_gate, *d_up, *d_xn2, *d_att, *dq_rot, *dk_rot, *dv, *dq, *dk, *d_xn1;
-  T *attn_row, *cos, *sin;
+  F *attn_row, *cos, *sin;
 };
 
 // x [tokens, hidden] -> out [tokens, hidden]; fills s. cos/sin tables are ready in w.
-template <class Ops, class T>
-void block_forward(Ops& ops, const BlockDims& d, const BlockSaved<T>& s,
-                   const BlockForwardWork<T>& w, const T* x, T* out) {
+template <class Ops, class T, class S>
+void block_forward(Ops& ops, const BlockDims& d, const BlockSaved<T, S>& s,
+                   const BlockForwardWork<T, S>& w, const T* x, T* out) {
   const std::int64_t n = d.tokens(), H = d.hidden;
   ops.rmsnorm_forward(s.xn1, s.rstd1, x, ops.norm(0), n, H, d.eps);
   ops.linear_forward(q_proj, s.q, s.xn1, n);
@@ -69,9 +73,9 @@ void block_forward(Ops& ops, const BlockDims& d, const BlockSaved<T>& s,
 }
 
 // g holds d loss / d out on entry and d loss / d x on return (in place). LoRA grads accumulate.
-template <class Ops, class T>
-void block_backward(Ops& ops, const BlockDims& d, const BlockSaved<T>& s,
-                    const BlockBackwardWork<T>& w, const T* x, T* g) {
+template <class Ops, class T, class S>
+void block_backward(Ops& ops, const BlockDims& d, const BlockSaved<T, S>& s,
+                    const BlockBackwardWork<T, S>& w, const T* x, T* g) {
   const std::int64_t n = d.tokens(), H = d.hidden, F = d.ffn;
   const std::int64_t QD = d.q_dim(), KVD = d.kv_dim();
   // MLP: out = h + down(act), act = silu(gate) * up (recomputed, not saved).

@@ -132,6 +132,24 @@ constexpr LayerWeightLayout layer_weight_layout(const ModelConfig& m, const Plan
 
 constexpr i64 tokens(const PlanOptions& o) { return i64(o.batch) * o.seq; }
 
+// The io buffer: token ids and targets (int32 each), then a control block where a backend keeps
+// the step's device-side scalars (loss sum, kept tokens, gradient norm, loss scale, optimizer
+// hyper-parameters, reduction partials) so a captured CUDA graph reads them from memory.
+inline constexpr i64 step_control_bytes = 16384;
+struct IoLayout {
+  Span tokens, targets, control;
+  i64 bytes = 0;
+};
+constexpr IoLayout io_layout(const PlanOptions& o) {
+  IoLayout l;
+  Carver c;
+  l.tokens = c.take(tokens(o) * 4);
+  l.targets = c.take(tokens(o) * 4);
+  l.control = c.take(step_control_bytes);
+  l.bytes = c.at;
+  return l;
+}
+
 // What a layer's backward needs, written by its forward (or recompute), besides its input x
 // (the residual buffer): normed inputs of both sub-blocks, q/k after RoPE, v, the attention
 // output, the residual after attention, gate and up; rstd of both norms and the attention row
@@ -162,6 +180,15 @@ constexpr SavedLayout saved_layout(const ModelConfig& m, const PlanOptions& o) {
   return s;
 }
 
+// The flat LoRA buffer (params, grads and AdamW moments share it): per trainable layer, per
+// targeted projection, A [r, in] then B [out, r], in layer order then PEFT's projection order.
+constexpr i64 layer_lora_params(const ModelConfig& m, const PlanOptions& o) {
+  i64 n = 0;
+  for (int p = 0; p < proj_count; ++p)
+    if (o.lora_targets & (1u << p)) n += i64(o.lora_rank) * (proj_shape(m, p).in + proj_shape(m, p).out);
+  return n;
+}
+
 // Largest input width of a projection (the LoRA path's row block is that wide).
 constexpr i64 widest_in(const ModelConfig& m) {
   i64 w = 0;
@@ -169,11 +196,21 @@ constexpr i64 widest_in(const ModelConfig& m) {
   return w;
 }
 
+// Rows of x the LoRA path drops out at a time (the dropped copy lives in the common scratch).
+// The host reference walks 16-row blocks (ops::linear::lora_row_block); the 16-bit CUDA path
+// needs no copy without dropout and takes up to 512 rows per GEMM with it.
+constexpr i64 lora_block_rows(const PlanOptions& o) {
+  if (o.precision == DType::fp32) return 16;
+  if (!(o.lora_dropout > 0)) return 0;
+  return tokens(o) < 512 ? tokens(o) : 512;
+}
+
 // Scratch shared by forward and backward actions: the dequantized weight (the largest linear,
-// whole), the LoRA path's h / dh and a block of dropped-out rows (ops::linear::scratch_elems),
-// one attention row, and the RoPE cos/sin tables.
+// whole), the LoRA path's h / dh and a block of dropped-out rows, the layer's LoRA parameters
+// rounded to the 16-bit compute type (CUDA: cuBLASLt multiplies like types), one attention row
+// (host), and the RoPE cos/sin tables (fp32 on every backend).
 struct CommonWork {
-  Span weight, lora, attn_row, cos, sin;
+  Span weight, lora, lora_params, attn_row, cos, sin;
 };
 constexpr CommonWork common_work(const ModelConfig& m, const PlanOptions& o, Carver& c) {
   CommonWork w;
@@ -185,10 +222,11 @@ constexpr CommonWork common_work(const ModelConfig& m, const PlanOptions& o, Car
       most = l.linear[i].out * l.linear[i].in > most ? l.linear[i].out * l.linear[i].in : most;
     w.weight = c.take(most * e);
   }
-  w.lora = c.take((2 * n * o.lora_rank + 16 * widest_in(m)) * e);
-  w.attn_row = c.take(i64(o.seq) * e);
-  w.cos = c.take(i64(o.seq) * (m.rotary_dim() / 2) * e);
-  w.sin = c.take(i64(o.seq) * (m.rotary_dim() / 2) * e);
+  w.lora = c.take((2 * n * o.lora_rank + lora_block_rows(o) * widest_in(m)) * e);
+  if (o.precision != DType::fp32) w.lora_params = c.take(layer_lora_params(m, o) * e);
+  w.attn_row = c.take(i64(o.seq) * 4);
+  w.cos = c.take(i64(o.seq) * (m.rotary_dim() / 2) * 4);
+  w.sin = c.take(i64(o.seq) * (m.rotary_dim() / 2) * 4);
   return w;
 }
 
@@ -253,31 +291,26 @@ constexpr i64 loss_chunk_tokens(const ModelConfig& m, const PlanOptions& o) {
   return c < n ? c : n;
 }
 
-// The loss: final-norm output and its rstd, the gradient of the last residual, and one chunk
-// of logits with its hidden rows (ops::cross_entropy::scratch_elems).
+// The loss: final-norm output and its rstd, the gradient of the last residual, one chunk of
+// fp32 logits with room for either its hidden rows (host) or its 16-bit logit gradients (CUDA),
+// and the per-row losses.
 struct LossWork {
-  Span xf, rstd, dxf, chunk;
+  Span xf, rstd, dxf, chunk, row_loss;
   i64 bytes = 0;
 };
 constexpr LossWork loss_work(const ModelConfig& m, const PlanOptions& o) {
   LossWork w;
   Carver c;
-  const i64 n = tokens(o), e = dtype_bytes(o.precision);
+  const i64 n = tokens(o), e = dtype_bytes(o.precision), chunk = loss_chunk_tokens(m, o);
+  const i64 rows = m.hidden * 4 > m.vocab * e ? m.hidden * 4 : m.vocab * e;
   w.xf = c.take(n * m.hidden * e);
   w.rstd = c.take(n * 4);
   w.dxf = c.take(n * m.hidden * e);
-  w.chunk = c.take(loss_chunk_tokens(m, o) * (i64(m.vocab) + m.hidden) * 4);
+  w.chunk = c.take(chunk * (i64(m.vocab) * 4 + rows));
+  w.row_loss = c.take(n * 4);
   w.bytes = c.at;
   return w;
 }
 
-// The flat LoRA buffer (params, grads and AdamW moments share it): per trainable layer, per
-// targeted projection, A [r, in] then B [out, r], in layer order then PEFT's projection order.
-constexpr i64 layer_lora_params(const ModelConfig& m, const PlanOptions& o) {
-  i64 n = 0;
-  for (int p = 0; p < proj_count; ++p)
-    if (o.lora_targets & (1u << p)) n += i64(o.lora_rank) * (proj_shape(m, p).in + proj_shape(m, p).out);
-  return n;
-}
 
 }  // namespace lvt::plan
