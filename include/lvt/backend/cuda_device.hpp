@@ -113,6 +113,7 @@ class Allocations {
   std::byte* at(const plan::Buffer& b) const {
     return b.memory == plan::Memory::device ? device(b) : pinned(b);
   }
+  void* arena() const { return arena_; }
   std::int64_t arena_bytes() const { return arena_bytes_; }
   std::int64_t pinned_bytes() const { return pinned_bytes_; }
 

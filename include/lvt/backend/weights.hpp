@@ -9,6 +9,7 @@
 #include "lvt/plan/layout.hpp"
 #include "lvt/policies.hpp"
 #include "lvt/quant/blockwise.hpp"
+#include "lvt/quant/numeric.hpp"
 
 namespace lvt::backend {
 
@@ -16,13 +17,32 @@ using plan::i64;
 
 // ---- frozen weights in the planned layout ---------------------------------------------------
 
+// n fp32 values stored in the compute precision (round to nearest even for bf16 / fp16).
+inline void store_values(std::byte* dst, DType precision, const float* w, i64 n) {
+  switch (precision) {
+    case DType::bf16:
+      for (i64 i = 0; i < n; ++i) {
+        const bf16 v = to_bf16(w[i]);
+        std::memcpy(dst + i * 2, &v, 2);
+      }
+      return;
+    case DType::fp16:
+      for (i64 i = 0; i < n; ++i) {
+        const fp16 v = to_fp16(w[i]);
+        std::memcpy(dst + i * 2, &v, 2);
+      }
+      return;
+    default: std::memcpy(dst, w, std::size_t(n) * sizeof(float)); return;
+  }
+}
+
 // Quantizes w [out, in] as the options say into its place in a layer's weight bytes.
 inline void store_linear(std::byte* base, const plan::LinearLayout& l, const PlanOptions& o,
                          const float* w, const std::string& name) {
   const i64 n = l.out * l.in;
   switch (o.quant) {
     case QuantKind::none:
-      std::memcpy(base + l.data.offset, w, std::size_t(n) * sizeof(float));
+      store_values(base + l.data.offset, o.precision, w, n);
       return;
     case QuantKind::int8:
       quant::quantize_int8(w, n, o.quant_block, reinterpret_cast<std::int8_t*>(base + l.data.offset),

@@ -214,3 +214,98 @@ void backward_dequant(T* dx, LoraGrads<T> grads, T* scratch, T* w_scratch,
 }
 
 }  // namespace lvt::ops::linear
+
+#if LVT_CUDA
+#include "lvt/ops/cuda_common.hpp"
+
+// ---- CUDA: the pieces of the linear layer cuBLASLt does not do. The GEMMs themselves
+// (x W^T, dy W, and LoRA's small ones) are matmul::cuda::Gemm calls in backend/cuda.hpp. Dropout
+// seeds are read from device memory (`seed_state` = {run seed, step index}) so a captured graph
+// uses the current step's masks: seed = dropout_seed(run seed, step, layer, projection), as the
+// host binds it. ----------------------------------------------------------------------------
+namespace lvt::ops::linear::cuda {
+using ops::cuda::from_float;
+using ops::cuda::to_float;
+
+struct DropoutSite {
+  const std::uint64_t* seed_state = nullptr;  // device: {run seed, step index}
+  std::uint64_t layer = 0, proj = 0;
+  float p = 0;
+  LVT_HD std::uint64_t seed() const {
+    return dropout_seed(seed_state[0], seed_state[1], layer, proj);
+  }
+};
+
+// blk[r, k] = x[n0 + r, k] * dropout_factor(seed, (n0 + r) * in + k) for rows [n0, n1).
+template <class S>
+__global__ void dropped_rows_kernel(S* blk, const S* x, std::int64_t n0, std::int64_t n1,
+                                    std::int64_t in, DropoutSite site) {
+  const std::uint64_t seed = site.seed();
+  const std::int64_t total = (n1 - n0) * in;
+  for (std::int64_t i = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; i < total;
+       i += std::int64_t(gridDim.x) * blockDim.x) {
+    const std::int64_t j = n0 * in + i;
+    blk[i] = from_float<S>(to_float(x[j]) * dropout_factor<float>(seed, std::uint64_t(j), site.p));
+  }
+}
+template <class S>
+void dropped_rows(S* blk, const S* x, std::int64_t n0, std::int64_t n1, std::int64_t in,
+                  const DropoutSite& site, cudaStream_t stream) {
+  if (n1 <= n0) return;
+  dropped_rows_kernel<S><<<ops::cuda::grid_for((n1 - n0) * in), ops::cuda::threads, 0, stream>>>(
+      blk, x, n0, n1, in, site);
+  LVT_CUDA_LAUNCHED("linear::cuda::dropped_rows_kernel");
+}
+
+// dx[n0 + r, k] += blk[r, k] * dropout_factor(...): dropout's backward for rows [n0, n1).
+template <class S>
+__global__ void add_dropped_kernel(S* dx, const S* blk, std::int64_t n0, std::int64_t n1,
+                                   std::int64_t in, DropoutSite site) {
+  const std::uint64_t seed = site.seed();
+  const std::int64_t total = (n1 - n0) * in;
+  for (std::int64_t i = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; i < total;
+       i += std::int64_t(gridDim.x) * blockDim.x) {
+    const std::int64_t j = n0 * in + i;
+    dx[j] = from_float<S>(to_float(dx[j]) +
+                          to_float(blk[i]) * dropout_factor<float>(seed, std::uint64_t(j), site.p));
+  }
+}
+template <class S>
+void add_dropped(S* dx, const S* blk, std::int64_t n0, std::int64_t n1, std::int64_t in,
+                 const DropoutSite& site, cudaStream_t stream) {
+  if (n1 <= n0) return;
+  add_dropped_kernel<S><<<ops::cuda::grid_for((n1 - n0) * in), ops::cuda::threads, 0, stream>>>(
+      dx, blk, n0, n1, in, site);
+  LVT_CUDA_LAUNCHED("linear::cuda::add_dropped_kernel");
+}
+
+// y[n, j] += bias[j] (qwen2's q/k/v biases).
+template <class S>
+__global__ void add_bias_kernel(S* y, const S* bias, std::int64_t rows, std::int64_t out) {
+  for (std::int64_t i = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; i < rows * out;
+       i += std::int64_t(gridDim.x) * blockDim.x)
+    y[i] = from_float<S>(to_float(y[i]) + to_float(bias[i % out]));
+}
+template <class S>
+void add_bias(S* y, const S* bias, std::int64_t rows, std::int64_t out, cudaStream_t stream) {
+  if (rows == 0) return;
+  add_bias_kernel<S><<<ops::cuda::grid_for(rows * out), ops::cuda::threads, 0, stream>>>(y, bias, rows, out);
+  LVT_CUDA_LAUNCHED("linear::cuda::add_bias_kernel");
+}
+
+// dst = S(src): the fp32 LoRA master parameters rounded to the GEMMs' 16-bit type.
+template <class S>
+__global__ void round_kernel(S* dst, const float* src, std::int64_t n) {
+  for (std::int64_t i = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += std::int64_t(gridDim.x) * blockDim.x)
+    dst[i] = from_float<S>(src[i]);
+}
+template <class S>
+void round_params(S* dst, const float* src, std::int64_t n, cudaStream_t stream) {
+  if (n == 0) return;
+  round_kernel<S><<<ops::cuda::grid_for(n), ops::cuda::threads, 0, stream>>>(dst, src, n);
+  LVT_CUDA_LAUNCHED("linear::cuda::round_kernel");
+}
+
+}  // namespace lvt::ops::linear::cuda
+#endif

@@ -202,5 +202,25 @@ void backward(S* dx, const S* dout, const float* cos, const float* sin, std::int
       dx, dout, cos, sin, seq, heads, head_dim, half, pairs);
   LVT_CUDA_LAUNCHED("rope::cuda::backward_kernel");
 }
+
+// The cos / sin tables of `tables` above, on the device: angle in fp32, cos and sin in double
+// (inv_freq [half] in device memory, computed on the host by inv_freq).
+__global__ void tables_kernel(float* cos_out, float* sin_out, const float* inv_freq,
+                              std::int64_t seq, int half) {
+  const std::int64_t total = seq * half;
+  for (std::int64_t i = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; i < total;
+       i += std::int64_t(gridDim.x) * blockDim.x) {
+    const double a = double(float(i / half) * inv_freq[i % half]);
+    cos_out[i] = float(::cos(a));
+    sin_out[i] = float(::sin(a));
+  }
+}
+inline void tables(float* cos_out, float* sin_out, const float* inv_freq, std::int64_t seq, int half,
+                   cudaStream_t stream) {
+  require(half > 0, "rope", "rotary_dim / 2 must be positive", half);
+  tables_kernel<<<ops::cuda::grid_for(seq * half), ops::cuda::threads, 0, stream>>>(
+      cos_out, sin_out, inv_freq, seq, half);
+  LVT_CUDA_LAUNCHED("rope::cuda::tables_kernel");
+}
 }  // namespace lvt::ops::rope::cuda
 #endif

@@ -287,8 +287,9 @@ inline void launch_dequantize_4bit(Code4 c, const std::uint8_t* packed, const fl
                                    const std::uint8_t* codes, const float* nested, float offset,
                                    std::int64_t n, int block, TOut* out, cudaStream_t stream,
                                    const float* code_map = nullptr) {
-  kernels::AbsmaxSource am{absmax, codes, nested, code_map ? code_map : device_dynamic_map(),
-                           offset};
+  // The dynamic map is needed (and made, once) only for double-quantized absmax without a map.
+  kernels::AbsmaxSource am{absmax, codes, nested,
+                           code_map ? code_map : codes ? device_dynamic_map() : nullptr, offset};
   const int shift = log2_block(block);
   const bool vec = n % 16 == 0 && (reinterpret_cast<std::uintptr_t>(out) % 16) == 0 &&
                    (reinterpret_cast<std::uintptr_t>(packed) % 8) == 0;
