@@ -68,10 +68,15 @@ inline std::string progress_line(const Progress& p) {
   return s;
 }
 
-class Run {
+// Backend: backend::HostBackend (the reference, `Run`) or backend::CudaBackend<bf16 | fp16>
+// (`CudaRun`, in cuda_run.hpp: needs nvcc). The backend is held by pointer so a run can be
+// returned by value while the CUDA backend's streams and graphs stay where they are.
+template <class Backend>
+class BasicRun {
  public:
-  Run(const ModelConfig& model, const PlanOptions& options, bool poison = false)
-      : b_(model, options, poison) {
+  // `poison` (freed buffers filled with NaN) is a host-backend check.
+  BasicRun(const ModelConfig& model, const PlanOptions& options, bool poison = false)
+      : b_(make(model, options, poison)) {
     init_lora(0);
   }
 
@@ -81,11 +86,11 @@ class Run {
   // A bitsandbytes 4-bit folder (config.json with a bitsandbytes `quantization_config`, as
   // transformers saves one) loads directly: its 4-bit weights are kept bit for bit when their
   // format is the plan's, else dequantized and quantized as the plan says.
-  static Run from_pretrained(const std::filesystem::path& dir, const PlanOptions& options,
+  static BasicRun from_pretrained(const std::filesystem::path& dir, const PlanOptions& options,
                              const ModelConfig* expected = nullptr, bool poison = false) {
     if (is_bnb4bit_folder(dir)) return from_bnb4bit(dir, options, expected, poison);
     const io::HfModel hf(dir, expected);
-    Run r(hf.config(), options, poison);
+    BasicRun r(hf.config(), options, poison);
     r.base_model_ = dir.string();
     hf.for_each_weight([&](const io::WeightSlot& s, std::span<const float> v) {
       r.set_weight(s, v.data());
@@ -103,7 +108,7 @@ class Run {
            q.value("load_in_4bit", false);
   }
 
-  static Run from_bnb4bit(const std::filesystem::path& dir, const PlanOptions& options,
+  static BasicRun from_bnb4bit(const std::filesystem::path& dir, const PlanOptions& options,
                           const ModelConfig* expected, bool poison) {
     const std::filesystem::path cfg_path = dir / "config.json";
     const ModelConfig cfg = io::read_hf_config(cfg_path);
@@ -112,7 +117,7 @@ class Run {
       if (!diff.empty()) throw Error(cfg_path.string() + ": " + diff);
     }
     const io::SafetensorsSet set = io::SafetensorsSet::open_dir(dir);
-    Run r(cfg, options, poison);
+    BasicRun r(cfg, options, poison);
     r.base_model_ = dir.string();
     r.bit_exact_weights_ = 0;
     std::vector<float> buf;
@@ -128,7 +133,7 @@ class Run {
         if (w.q.n != want)
           throw Error((dir / name).string() + ": quant state declares " + std::to_string(w.q.n) +
                       " elements, the model needs " + std::to_string(want));
-        if (!fused && r.b_.set_projection_quant4(s.layer, io::target_index(s.kind), w.q)) {
+        if (!fused && r.b_->set_projection_quant4(s.layer, io::target_index(s.kind), w.q)) {
           ++r.bit_exact_weights_;
           continue;
         }
@@ -161,7 +166,7 @@ class Run {
   void init_random_weights(std::uint64_t seed, float std = 0.02f) {
     std::mt19937_64 rng(seed);
     std::normal_distribution<float> nd(0.0f, std);
-    for (const io::WeightSlot& s : io::weight_slots(b_.model())) {
+    for (const io::WeightSlot& s : io::weight_slots(b_->model())) {
       std::vector<float> v(std::size_t(s.numel()));
       const bool norm = s.kind == io::WeightKind::attn_norm || s.kind == io::WeightKind::mlp_norm ||
                         s.kind == io::WeightKind::final_norm;
@@ -172,7 +177,7 @@ class Run {
 
   // A fresh adapter as PEFT initializes one (B = 0: the first step starts at the base model).
   void init_lora(std::uint64_t seed) {
-    put_adapter(io::make_lora_adapter(b_.model(), lora_config(), seed));
+    put_adapter(io::make_lora_adapter(b_->model(), lora_config(), seed));
     reset_optimizer();
   }
 
@@ -182,17 +187,19 @@ class Run {
     step_ = 0;
     pos_ = {};
     loader_.reset();
-    std::fill(b_.adam_m().begin(), b_.adam_m().end(), 0.0f);
-    std::fill(b_.adam_v().begin(), b_.adam_v().end(), 0.0f);
-    b_.zero_grads();
+    b_->sync_lora_from_device();
+    std::fill(b_->adam_m().begin(), b_->adam_m().end(), 0.0f);
+    std::fill(b_->adam_v().begin(), b_->adam_v().end(), 0.0f);
+    b_->sync_lora_to_device();
+    b_->zero_grads();
   }
 
-  const backend::HostBackend& backend() const { return b_; }
-  backend::HostBackend& backend() { return b_; }
+  const Backend& backend() const { return *b_; }
+  Backend& backend() { return *b_; }
   std::int64_t step() const { return step_; }
 
   io::LoraConfig lora_config() const {
-    const PlanOptions& o = b_.options();
+    const PlanOptions& o = b_->options();
     io::LoraConfig c;
     c.r = o.lora_rank;
     c.alpha = o.lora_alpha;
@@ -201,18 +208,19 @@ class Run {
     c.targets = o.lora_targets;
     c.base_model = base_model_;
     if (o.sparse_first >= 0)
-      for (int l = 0; l < b_.model().layers; ++l)
-        if (l < o.sparse_first || l >= b_.model().layers - o.sparse_last) c.layers.push_back(l);
+      for (int l = 0; l < b_->model().layers; ++l)
+        if (l < o.sparse_first || l >= b_->model().layers - o.sparse_last) c.layers.push_back(l);
     return c;
   }
 
   io::LoraAdapter adapter() {
     io::LoraAdapter a;
     a.config = lora_config();
-    const auto params = b_.lora_params();
-    for (const backend::LoraSlice& s : b_.lora_layout()) {
+    b_->sync_lora_from_device();
+    const auto params = b_->lora_params();
+    for (const backend::LoraSlice& s : b_->lora_layout()) {
       io::LoraPair p{s.layer, s.proj, s.in, s.out, {}, {}};
-      const std::int64_t r = b_.options().lora_rank;
+      const std::int64_t r = b_->options().lora_rank;
       p.A.assign(params.begin() + s.a, params.begin() + s.a + r * s.in);
       p.B.assign(params.begin() + s.b, params.begin() + s.b + s.out * r);
       a.pairs.push_back(std::move(p));
@@ -225,7 +233,7 @@ class Run {
   // An adapter folder whose rank, alpha, targets and layers must be the run's own; training
   // continues from it.
   void load_adapter(const std::filesystem::path& dir) {
-    const io::LoraAdapter a = io::load_lora_adapter(dir, &b_.model());
+    const io::LoraAdapter a = io::load_lora_adapter(dir, &b_->model());
     const io::LoraConfig want = lora_config();
     const std::string src = (dir / "adapter_config.json").string();
     if (a.config.r != want.r)
@@ -245,7 +253,7 @@ class Run {
 
   // Mean token loss over consecutive windows from the start of the data (all, or `max_batches`).
   double evaluate(const io::TokenDataset& data, std::int64_t max_batches = 0) {
-    const PlanOptions& o = b_.options();
+    const PlanOptions& o = b_->options();
     io::WindowLoader loader(data, o.seq, io::Split::train, 0.0, false, 0);
     const std::int64_t batches = std::int64_t(loader.windows()) / o.batch;
     if (batches == 0)
@@ -257,7 +265,7 @@ class Run {
     std::int64_t count = 0;
     for (std::int64_t i = 0; i < n; ++i) {
       for (int b = 0; b < o.batch; ++b) loader.next(tok.data() + b * o.seq, tgt.data() + b * o.seq);
-      const backend::StepStats s = b_.evaluate(tok.data(), tgt.data());
+      const backend::StepStats s = b_->evaluate(tok.data(), tgt.data());
       sum += s.loss_sum;
       count += s.tokens;
     }
@@ -265,7 +273,7 @@ class Run {
   }
 
   FitResult fit(const io::TokenDataset& data, const FitOptions& f) {
-    const PlanOptions& o = b_.options();
+    const PlanOptions& o = b_->options();
     if (f.grad_accum < 1) throw Error("--grad-accum must be >= 1");
     if (!loader_ || loader_seed_ != f.seed || loader_shuffle_ != f.shuffle || loader_data_ != &data) {
       loader_ = std::make_unique<io::WindowLoader>(data, o.seq, io::Split::train, 0.0, f.shuffle, f.seed);
@@ -291,7 +299,7 @@ class Run {
         for (int b = 0; b < o.batch; ++b) loader_->next(tok.data() + b * o.seq, tgt.data() + b * o.seq);
         const bool update = m + 1 == f.grad_accum;
         try {
-          last = b_.step(tok.data(), tgt.data(), update ? &os : nullptr, 1.0 / f.grad_accum, f.seed,
+          last = b_->step(tok.data(), tgt.data(), update ? &os : nullptr, 1.0 / f.grad_accum, f.seed,
                          std::uint64_t(s * f.grad_accum + m));
         } catch (const Error& e) {
           throw Error(std::string(e.what()) + " (optimizer step " + std::to_string(s + 1) + "; " +
@@ -316,8 +324,8 @@ class Run {
       p.grad_norm = last.grad_norm;
       p.tokens_per_s = secs > 0 ? double(res.tokens) / secs : 0;
       p.eta_s = step_ > first ? secs / double(step_ - first) * double(f.steps - step_) : 0;
-      p.arena_bytes = b_.plan().summary.arena_bytes;
-      p.pinned_bytes = b_.plan().summary.pinned_bytes;
+      p.arena_bytes = b_->plan().summary.arena_bytes;
+      p.pinned_bytes = b_->plan().summary.pinned_bytes;
       if (f.progress) f.progress(p);
       else std::fprintf(stderr, "%s\n", progress_line(p).c_str());
       if (!f.checkpoint_dir.empty() && f.checkpoint_every > 0 && step_ % f.checkpoint_every == 0)
@@ -332,10 +340,10 @@ class Run {
   // Adapter, AdamW moments, step, data position and seed, written atomically.
   void save_checkpoint(const std::filesystem::path& dir, std::uint64_t seed) {
     io::TrainingCheckpoint c;
-    c.adapter = adapter();
-    const auto m = b_.adam_m(), v = b_.adam_v();
-    for (const backend::LoraSlice& s : b_.lora_layout()) {
-      const std::int64_t r = b_.options().lora_rank;
+    c.adapter = adapter();  // (synchronized the moments too)
+    const auto m = b_->adam_m(), v = b_->adam_v();
+    for (const backend::LoraSlice& s : b_->lora_layout()) {
+      const std::int64_t r = b_->options().lora_rank;
       for (char ab : {'A', 'B'}) {
         const std::int64_t off = ab == 'A' ? s.a : s.b, len = ab == 'A' ? r * s.in : s.out * r;
         const std::string key = io::peft_key(s.layer, s.proj, ab);
@@ -352,11 +360,12 @@ class Run {
 
   // Continues exactly where save_checkpoint stopped (the same options and data).
   void resume(const std::filesystem::path& dir) {
-    const io::TrainingCheckpoint c = io::load_checkpoint(dir, &b_.model());
+    const io::TrainingCheckpoint c = io::load_checkpoint(dir, &b_->model());
     put_adapter(c.adapter);
-    auto m = b_.adam_m(), v = b_.adam_v();
-    for (const backend::LoraSlice& s : b_.lora_layout()) {
-      const std::int64_t r = b_.options().lora_rank;
+    b_->sync_lora_from_device();
+    auto m = b_->adam_m(), v = b_->adam_v();
+    for (const backend::LoraSlice& s : b_->lora_layout()) {
+      const std::int64_t r = b_->options().lora_rank;
       for (char ab : {'A', 'B'}) {
         const std::int64_t off = ab == 'A' ? s.a : s.b, len = ab == 'A' ? r * s.in : s.out * r;
         const std::string key = io::peft_key(s.layer, s.proj, ab);
@@ -370,6 +379,7 @@ class Run {
         }
       }
     }
+    b_->sync_lora_to_device();
     step_ = std::int64_t(c.step);
     pos_ = c.data;
     loader_.reset();
@@ -377,7 +387,7 @@ class Run {
   }
 
  private:
-  backend::HostBackend b_;
+  std::unique_ptr<Backend> b_;
   std::string base_model_;
   std::int64_t step_ = 0;
   io::DataPosition pos_{};
@@ -389,28 +399,38 @@ class Run {
   int bit_exact_weights_ = 0;
 
   void set_weight(const io::WeightSlot& s, const float* v) {
-    const ModelConfig& m = b_.model();
+    const ModelConfig& m = b_->model();
     switch (s.kind) {
-      case io::WeightKind::embed:
-        std::copy_n(v, s.numel(), b_.embed_table());
-        break;
+      case io::WeightKind::embed: b_->set_embed_table(v); break;
       case io::WeightKind::lm_head:
-        if (!m.tied_embeddings) std::copy_n(v, s.numel(), b_.lm_head());
+        if (!m.tied_embeddings) b_->set_lm_head(v);
         break;
-      case io::WeightKind::final_norm: std::copy_n(v, s.numel(), b_.final_norm()); break;
-      case io::WeightKind::attn_norm: b_.set_norm(s.layer, 0, v); break;
-      case io::WeightKind::mlp_norm: b_.set_norm(s.layer, 1, v); break;
-      case io::WeightKind::q_bias: b_.set_bias(s.layer, 0, v); break;
-      case io::WeightKind::k_bias: b_.set_bias(s.layer, 1, v); break;
-      case io::WeightKind::v_bias: b_.set_bias(s.layer, 2, v); break;
-      default: b_.set_projection(s.layer, io::target_index(s.kind), v, s.name); break;
+      case io::WeightKind::final_norm: b_->set_final_norm(v); break;
+      case io::WeightKind::attn_norm: b_->set_norm(s.layer, 0, v); break;
+      case io::WeightKind::mlp_norm: b_->set_norm(s.layer, 1, v); break;
+      case io::WeightKind::q_bias: b_->set_bias(s.layer, 0, v); break;
+      case io::WeightKind::k_bias: b_->set_bias(s.layer, 1, v); break;
+      case io::WeightKind::v_bias: b_->set_bias(s.layer, 2, v); break;
+      default: b_->set_projection(s.layer, io::target_index(s.kind), v, s.name); break;
+    }
+  }
+
+  static std::unique_ptr<Backend> make(const ModelConfig& model, const PlanOptions& options,
+                                       bool poison) {
+    if constexpr (Backend::has_poison_mode) {
+      return std::make_unique<Backend>(model, options, poison);
+    } else {
+      if (poison) throw Error("poison mode is a check of the host backend; the " +
+                              std::string(Backend::name()) + " backend has none");
+      return std::make_unique<Backend>(model, options);
     }
   }
 
   void put_adapter(const io::LoraAdapter& a) {
-    auto params = b_.lora_params();
-    const std::int64_t r = b_.options().lora_rank;
-    for (const backend::LoraSlice& s : b_.lora_layout()) {
+    b_->sync_lora_from_device();
+    auto params = b_->lora_params();
+    const std::int64_t r = b_->options().lora_rank;
+    for (const backend::LoraSlice& s : b_->lora_layout()) {
       const io::LoraPair* p = a.find(s.layer, s.proj);
       if (!p)
         throw Error("adapter: no LoRA pair for layer " + std::to_string(s.layer) + " " +
@@ -421,9 +441,11 @@ class Run {
       std::copy(p->A.begin(), p->A.end(), params.begin() + s.a);
       std::copy(p->B.begin(), p->B.end(), params.begin() + s.b);
     }
-    b_.sync_lora_to_device();
-    b_.zero_grads();
+    b_->sync_lora_to_device();
+    b_->zero_grads();
   }
 };
+
+using Run = BasicRun<backend::HostBackend>;
 
 }  // namespace lvt

@@ -197,6 +197,7 @@ class CudaBackend {
   }
 
   static constexpr bool fp16_storage = std::is_same_v<S, fp16>;
+  static constexpr bool has_poison_mode = false;
   static constexpr const char* name() { return fp16_storage ? "cuda (fp16)" : "cuda (bf16)"; }
   const cuda::DeviceInfo& device() const { return dev_; }
   const plan::Plan& plan() const { return idx_.plan(); }

@@ -101,6 +101,7 @@ class HostBackend {
   }
 
   static constexpr const char* name() { return "host"; }
+  static constexpr bool has_poison_mode = true;
   const plan::Plan& plan() const { return idx_.plan(); }
   const ModelConfig& model() const { return model_; }
   const PlanOptions& options() const { return opt_; }
