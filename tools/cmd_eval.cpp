@@ -6,7 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "train_common.hpp"
+#include "train_job.hpp"
 
 namespace {
 
@@ -19,7 +19,8 @@ const char* eval_help =
     "                          its r, alpha, targets and layers set the run's LoRA\n"
     "  --max-batches N         the first N batches only (default 0: all)\n"
     "  --json                  print {\"loss\", \"tokens\", \"batches\", ...} as JSON\n"
-    "  --quant ...             evaluate with the base weights quantized as in training\n";
+    "  --quant ...             evaluate with the base weights quantized as in training\n"
+    "  --backend auto|host|cuda  where it runs (default auto: the GPU when usable)\n";
 
 // The LoRA flags of `o` set from an adapter's config, so the plan holds its shapes.
 void lora_from_adapter(lvt::PlanOptions& o, const lvt::io::LoraConfig& c, int layers,
@@ -50,7 +51,7 @@ int lvt_cmd_eval(int argc, char** argv) {
   switches.insert(switches.end(), {"--json", "--help"});
   std::vector<std::string> valued = cli::policy_flags;
   valued.insert(valued.end(), cli::model_data_flags.begin(), cli::model_data_flags.end());
-  valued.insert(valued.end(), {"--adapter", "--max-batches"});
+  valued.insert(valued.end(), {"--adapter", "--max-batches", "--backend"});
   const cli::Args a = cli::parse_args(argc, argv, switches, valued);
   if (a.has("--help")) {
     std::printf("%s%s%s", eval_help, cli::model_data_help, cli::policy_help);
@@ -58,7 +59,6 @@ int lvt_cmd_eval(int argc, char** argv) {
   }
   if (!a.positional.empty()) throw Error("unexpected argument '" + a.positional[0] + "'");
   const bool as_json = a.has("--json");
-  std::FILE* info = as_json ? stderr : stdout;
 
   const ModelConfig model = cli::model_of(a);
   PlanOptions options = cli::plan_options(a);
@@ -77,47 +77,13 @@ int lvt_cmd_eval(int argc, char** argv) {
   options.lora_dropout = 0;  // evaluation: no dropout
   const cli::Tokens data = cli::open_tokens(a, model, "--data", "--text", true);
 
-  Run run = cli::make_run(a, model, options);
-  std::fprintf(info, "%s\n%s\n%s\n", cli::backend_line().c_str(), cli::model_line(a, model).c_str(),
-               cli::plan_line(run.backend().plan()).c_str());
-  if (a.has("--adapter")) {
-    run.load_adapter(a.get("--adapter"));
-    std::fprintf(info, "adapter: %s (r %d, alpha %g, %zu pairs)\n", a.get("--adapter").c_str(),
-                 adapter.config.r, adapter.config.alpha, adapter.pairs.size());
+  cli::EvalJob job{a, model, options, &data, adapter, max_batches,
+                   as_json, cli::choose_backend(a, options)};
+  if (job.backend.cuda) {
+    job.options.precision = job.backend.precision;
+#if LVT_HAVE_CUDA_BACKEND
+    return lvt_eval_cuda(job);
+#endif
   }
-
-  // The windows evaluate() reads, to count the targets that enter the loss (a JSONL loss mask
-  // leaves some out).
-  io::WindowLoader loader(*data.data, options.seq, io::Split::train, 0.0, false, 0);
-  const std::int64_t all = std::int64_t(loader.windows()) / options.batch;
-  if (all == 0)
-    throw Error(data.flag + " " + data.name + ": " + std::to_string(loader.windows()) +
-                " windows of --seq " + std::to_string(options.seq) + ", fewer than one --batch of " +
-                std::to_string(options.batch));
-  const std::int64_t batches = max_batches > 0 && max_batches < all ? max_batches : all;
-  std::int64_t tokens = 0;
-  std::vector<std::int32_t> in(std::size_t(options.seq)), tgt(in.size());
-  for (std::int64_t w = 0; w < batches * options.batch; ++w) {
-    loader.next(in.data(), tgt.data());
-    for (std::int32_t t : tgt) tokens += t != io::target_ignore;
-  }
-
-  const double loss = run.evaluate(*data.data, batches);
-  if (as_json) {
-    nlohmann::json j = {{"loss", loss},
-                        {"perplexity", std::exp(loss)},
-                        {"tokens", tokens},
-                        {"batches", batches},
-                        {"batch", options.batch},
-                        {"seq", options.seq},
-                        {"data", data.name},
-                        {"backend", "host"}};
-    if (a.has("--adapter")) j["adapter"] = a.get("--adapter");
-    std::printf("%s\n", j.dump().c_str());
-  } else {
-    std::printf("eval loss %.4f (perplexity %.2f) over %lld tokens: %lld batches of %d x %d from %s\n",
-                loss, std::exp(loss), static_cast<long long>(tokens), static_cast<long long>(batches),
-                options.batch, options.seq, data.name.c_str());
-  }
-  return 0;
+  return cli::eval_job<Run>(job);
 }

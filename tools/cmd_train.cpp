@@ -7,7 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "train_common.hpp"
+#include "train_job.hpp"
 
 namespace {
 
@@ -38,6 +38,8 @@ const char* train_help =
     "  --eval-batches N        batches of the eval file (default 0: all)\n"
     "  --json                  one JSON object per step and a summary object on stdout\n"
     "                          (the other lines go to stderr)\n"
+    "  --backend auto|host|cuda  where the step runs (default auto: the GPU when lvt was built\n"
+    "                          with CUDA and one is usable, else the CPU reference)\n"
     "  --checkpoint-every N    (policy) activation checkpoint every N layers, as in lvt plan\n";
 
 }  // namespace
@@ -53,7 +55,8 @@ int lvt_cmd_train(int argc, char** argv) {
   valued.insert(valued.end(),
                 {"--out", "--steps", "--lr", "--weight-decay", "--warmup", "--grad-accum", "--clip",
                  "--seed", "--shuffle", "--adapter-init", "--checkpoint-dir", "--save-every",
-                 "--resume", "--stop-after", "--eval-data", "--eval-text", "--eval-batches"});
+                 "--resume", "--stop-after", "--eval-data", "--eval-text", "--eval-batches",
+                 "--backend"});
   const cli::Args a = cli::parse_args(argc, argv, switches, valued);
   if (a.has("--help")) {
     std::printf("%s%s%s", train_help, cli::model_data_help, cli::policy_help);
@@ -61,7 +64,6 @@ int lvt_cmd_train(int argc, char** argv) {
   }
   if (!a.positional.empty()) throw Error("unexpected argument '" + a.positional[0] + "'");
   const bool as_json = a.has("--json");
-  std::FILE* info = as_json ? stderr : stdout;  // stdout holds only JSON with --json
 
   // Flags first, so a typo fails before any work.
   const ModelConfig model = cli::model_of(a);
@@ -98,85 +100,13 @@ int lvt_cmd_train(int argc, char** argv) {
   cli::Tokens train = cli::open_tokens(a, model, "--data", "--text", true);
   cli::Tokens eval = cli::open_tokens(a, model, "--eval-data", "--eval-text", false);
 
-  Run run = cli::make_run(a, model, options);
-  std::fprintf(info, "%s\n%s\n%s\n", cli::backend_line().c_str(), cli::model_line(a, model).c_str(),
-               cli::plan_line(run.backend().plan()).c_str());
-  run.init_lora(f.seed);
-  if (a.has("--adapter-init")) {
-    run.load_adapter(a.get("--adapter-init"));
-    std::fprintf(info, "adapter: starting from %s\n", a.get("--adapter-init").c_str());
+  cli::TrainJob job{a, model, options, f, out, &train, &eval, eval_batches, as_json,
+                    cli::choose_backend(a, options)};
+  if (job.backend.cuda) {
+    job.options.precision = job.backend.precision;
+#if LVT_HAVE_CUDA_BACKEND
+    return lvt_train_cuda(job);
+#endif
   }
-  if (a.has("--resume")) {
-    const fs::path dir = a.get("--resume");
-    const io::TrainingCheckpoint c = io::load_checkpoint(dir, &model);
-    if (a.has("--seed") && c.seed != f.seed)
-      throw Error("--seed " + std::to_string(f.seed) + " differs from the seed " + std::to_string(c.seed) +
-                  " of " + (dir / "trainer_state.json").string() + " (the data order would change)");
-    f.seed = c.seed;
-    if (std::int64_t(c.step) >= f.steps)
-      throw Error("--resume " + dir.string() + " is at step " + std::to_string(c.step) +
-                  ", not before --steps " + std::to_string(f.steps));
-    run.resume(dir);
-    std::fprintf(info, "resume: %s at step %lld\n", dir.string().c_str(), static_cast<long long>(run.step()));
-  }
-  const std::int64_t windows = std::int64_t((train.data->size() - 1) / std::uint64_t(options.seq));
-  std::fprintf(info, "data: %s %s: %zu tokens, %lld windows of %d, %s\n", train.flag.c_str(),
-               train.name.c_str(), train.data->size(), static_cast<long long>(windows),
-               options.seq + 1, f.shuffle ? "shuffled per epoch" : "in order");
-  if (windows < options.batch)
-    throw Error(train.flag + " " + train.name + ": " + std::to_string(windows) +
-                " windows of --seq " + std::to_string(options.seq) + ", fewer than one --batch of " +
-                std::to_string(options.batch));
-
-  json summary = {{"event", "summary"}, {"backend", "host"}, {"out", out.string()}};
-  if (eval.data) {
-    const double before = run.evaluate(*eval.data, eval_batches);
-    summary["eval_loss_before"] = before;
-    std::fprintf(info, "eval before: loss %.4f (%s)\n", before, eval.name.c_str());
-  }
-  f.progress = [&](const Progress& p) {
-    if (as_json) {
-      const json j = {{"event", "step"},           {"step", p.step},
-                      {"steps", p.steps},          {"loss", p.loss},
-                      {"lr", p.lr},                {"grad_norm", p.grad_norm},
-                      {"tokens_per_s", p.tokens_per_s}, {"eta_s", p.eta_s},
-                      {"arena_bytes", p.arena_bytes},   {"pinned_bytes", p.pinned_bytes}};
-      std::printf("%s\n", j.dump().c_str());
-    } else {
-      std::printf("%s\n", progress_line(p).c_str());
-    }
-    std::fflush(stdout);
-  };
-  const FitResult r = run.fit(*train.data, f);
-  if (eval.data) {
-    const double after = run.evaluate(*eval.data, eval_batches);
-    summary["eval_loss_after"] = after;
-    std::fprintf(info, "eval after: loss %.4f (before %.4f)\n", after, summary["eval_loss_before"].get<double>());
-  }
-  run.save_adapter(out);
-  std::vector<std::string> files;
-  for (const char* name : {"adapter_model.safetensors", "adapter_config.json"})
-    files.push_back((out / name).string());
-  const double tok_s = r.seconds > 0 ? double(r.tokens) / r.seconds : 0;
-  if (!r.losses.empty())
-    std::fprintf(info, "trained %zu steps in %.1f s (%.0f tok/s): loss %.4f -> %.4f\n", r.losses.size(),
-                 r.seconds, tok_s, r.losses.front(), r.losses.back());
-  for (const auto& file : files)
-    std::fprintf(info, "wrote %s (%llu bytes)\n", file.c_str(),
-                 static_cast<unsigned long long>(fs::file_size(file)));
-  if (!f.checkpoint_dir.empty()) std::fprintf(info, "checkpoint: %s\n", f.checkpoint_dir.string().c_str());
-  if (as_json) {
-    summary["step"] = run.step();
-    summary["steps"] = f.steps;
-    summary["losses"] = r.losses;
-    summary["seconds"] = r.seconds;
-    summary["tokens"] = r.tokens;
-    summary["tokens_per_s"] = tok_s;
-    summary["arena_bytes"] = run.backend().plan().summary.arena_bytes;
-    summary["pinned_bytes"] = run.backend().plan().summary.pinned_bytes;
-    summary["files"] = files;
-    if (!f.checkpoint_dir.empty()) summary["checkpoint"] = f.checkpoint_dir.string();
-    std::printf("%s\n", summary.dump().c_str());
-  }
-  return 0;
+  return cli::train_job<Run>(job);
 }

@@ -15,7 +15,7 @@
 
 #include "lvt/plan/report.hpp"
 #include "lvt/run.hpp"
-#if LVT_HAVE_CUDA_RUNTIME
+#if LVT_HAVE_CUDA_RUNTIME || LVT_HAVE_CUDA_BACKEND
 #include "lvt/backend/cuda_device.hpp"
 #endif
 #include "options.hpp"
@@ -52,14 +52,15 @@ inline void check_shape(const Args& a, const ModelConfig& m, const PlanOptions& 
 }
 
 // The run: weights loaded from the folder, or random ones with --random-weights.
-inline Run make_run(const Args& a, const ModelConfig& m, const PlanOptions& o) {
+template <class R = Run>
+R make_run(const Args& a, const ModelConfig& m, const PlanOptions& o) {
   check_shape(a, m, o);
   if (a.has("--random-weights")) {
     const auto seed = std::uint64_t(parse_int("--random-weights", a.get("--random-weights"), 0,
                                               std::numeric_limits<long long>::max()));
     const double std = a.has("--init-std") ? parse_double("--init-std", a.get("--init-std")) : 0.02;
     if (!(std > 0 && std <= 10)) throw Error("--init-std '" + a.get("--init-std") + "': expected 0 < X <= 10");
-    Run r(m, o);
+    R r(m, o);
     r.init_random_weights(seed, float(std));
     return r;
   }
@@ -69,7 +70,7 @@ inline Run make_run(const Args& a, const ModelConfig& m, const PlanOptions& o) {
     throw Error("--model '" + a.get("--model") +
                 "' has no weights (a preset or a config.json): give a Hugging Face folder with "
                 "safetensors, or --random-weights SEED");
-  return Run::from_pretrained(dir, o, &m);
+  return R::from_pretrained(dir, o, &m);
 }
 
 // The token file of `data_flag`, or the bytes of `text_flag`'s file (tokens 0..255). One of them
@@ -127,16 +128,57 @@ inline Tokens open_tokens(const Args& a, const ModelConfig& m, const std::string
   return t;
 }
 
-// Which backend runs the step, and why. `Run` drives the host backend; where the command is
-// built with the CUDA toolkit it also says what the GPU check found.
-inline std::string backend_line() {
-#if LVT_HAVE_CUDA_RUNTIME
+// Which backend runs the step, and why: `--backend auto` (the default) takes the CUDA backend
+// when lvt was built with it and a usable GPU is present, else the host reference; `cuda` fails
+// with the reason when it cannot run; `host` always runs on the CPU. On the GPU the step runs in
+// the plan's precision (bf16; fp16 with loss scaling on GPUs older than sm_80 unless
+// --precision says otherwise).
+struct BackendChoice {
+  bool cuda = false;
+  DType precision = DType::bf16;
+  std::string line;  // "backend: ..." for the user
+};
+
+inline BackendChoice choose_backend(const Args& a, const PlanOptions& o) {
+  const std::string want = a.has("--backend") ? a.get("--backend") : "auto";
+  if (want != "auto" && want != "host" && want != "cuda")
+    throw Error("--backend '" + want + "': expected auto, host or cuda");
+  BackendChoice c;
+  c.precision = o.precision;
+  if (want == "host") {
+    c.line = "backend: host (fp32 reference; --backend host)";
+    return c;
+  }
+#if LVT_HAVE_CUDA_BACKEND
   const std::string why = cuda::unavailable_reason();
-  if (!why.empty()) return "backend: host backend (fp32 reference): " + why;
-  return "backend: host backend (fp32 reference): a usable GPU is present, but the CUDA step "
-         "backend is not built yet, so the step runs on the CPU";
+  if (!why.empty()) {
+    if (want == "cuda") throw Error("--backend cuda: " + why);
+    c.line = "backend: host (fp32 reference): " + why;
+    return c;
+  }
+  const cuda::DeviceInfo d = cuda::select_device(0);
+  if (d.sm < 80 && c.precision == DType::bf16) {
+    if (a.has("--precision"))
+      throw Error("--precision bf16: " + d.name + " is sm_" + std::to_string(d.sm) +
+                  ", which has no bf16 tensor cores (use --precision fp16)");
+    c.precision = DType::fp16;
+  }
+  c.cuda = true;
+  c.line = std::string("backend: cuda (") + (c.precision == DType::bf16 ? "bf16" : "fp16") +
+           (c.precision == DType::fp16 ? ", dynamic loss scaling" : "") + ") on " + d.name +
+           " (sm_" + std::to_string(d.sm) + ", " + plan::format_bytes(d.free_bytes) + " free of " +
+           plan::format_bytes(d.total_bytes) + ")";
+  return c;
+#elif LVT_HAVE_CUDA_RUNTIME
+  if (want == "cuda")
+    throw Error("--backend cuda: this lvt was built without the CUDA backend (nvcc not found)");
+  c.line = "backend: host (fp32 reference; lvt was built without the CUDA backend)";
+  return c;
 #else
-  return "backend: host backend (fp32 reference; lvt was built without the CUDA toolkit)";
+  if (want == "cuda")
+    throw Error("--backend cuda: this lvt was built without the CUDA toolkit");
+  c.line = "backend: host (fp32 reference; lvt was built without the CUDA toolkit)";
+  return c;
 #endif
 }
 

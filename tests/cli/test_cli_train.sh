@@ -45,7 +45,7 @@ out=$("$lvt" train "${m[@]}" "${lr[@]}" --text "$tmp/train.txt" --eval-text "$tm
 rc=$?
 echo "$out" | grep -E "^(backend|plan|eval|trained)"
 [ "$rc" = 0 ] || fail "train exited $rc"
-grep -qF "host backend (fp32 reference" <<<"$out" || fail "no backend line"
+grep -qE "^backend: (host \(fp32 reference|cuda \()" <<<"$out" || fail "no backend line"
 grep -q "^plan: arena .* pinned .*checkpoint every 1 layers" <<<"$out" || fail "no plan line"
 [ "$(grep -c '^step [0-9]*/40  loss [0-9.]*  lr' <<<"$out")" = 40 ] || fail "not 40 progress lines"
 grep -qF "RANDOM frozen weights (--random-weights 3)" <<<"$out" || fail "random weights not said"
@@ -263,6 +263,12 @@ expect 1 "--text gives byte tokens 0..255 but the model's vocab_size is 128" -- 
 expect 1 "--save-every needs --checkpoint-dir" -- train "${m[@]}" --text "$tmp/train.txt" --save-every 2 --out "$tmp/x"
 expect 1 "--grad-accum '0'" -- train "${m[@]}" --text "$tmp/train.txt" --grad-accum 0 --out "$tmp/x"
 expect 1 "unknown option --epochs" -- train "${m[@]}" --text "$tmp/train.txt" --epochs 2 --out "$tmp/x"
+expect 1 "--backend 'gpu': expected auto, host or cuda" -- train "${m[@]}" --text "$tmp/train.txt" --backend gpu --out "$tmp/x"
+expect 0 "backend: host (fp32 reference; --backend host)" -- train "${m[@]}" --text "$tmp/train.txt" --backend host --steps 1 --out "$tmp/x"
+# --backend cuda without a usable GPU (or without the CUDA build) fails and says why.
+if ! nvidia-smi >/dev/null 2>&1; then
+  expect 1 "--backend cuda: " -- train "${m[@]}" --text "$tmp/train.txt" --backend cuda --out "$tmp/x"
+fi
 expect 0 "usage: lvt train" -- train --help
 expect 0 "usage: lvt eval" -- eval --help
 
