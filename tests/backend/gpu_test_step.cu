@@ -12,6 +12,7 @@
 
 #include "lvt/backend/cuda.hpp"
 #include "lvt/backend/host.hpp"
+#include "step_fixtures.hpp"
 
 using namespace lvt;
 
@@ -33,52 +34,13 @@ PlanOptions base_options() {
   return o;
 }
 
-float round_bf16(float x) { return to_float(to_bf16(x)); }
-
-// Fills every frozen weight from one seeded stream, bf16-exact, through the backends' setters.
+using test::Batch;
+using test::init_lora;
+using test::make_batch;
+// bf16-exact weights (std 0.06): the host reference starts from the values the GPU stores.
 template <class B>
 void init_weights(B& b, std::uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> nd(0.0f, 0.06f);
-  const ModelConfig& m = b.model();
-  auto values = [&](std::int64_t n, float base = 0.0f) {
-    std::vector<float> v(static_cast<std::size_t>(n));
-    for (float& x : v) x = round_bf16(base + nd(rng));
-    return v;
-  };
-  const std::int64_t vh = std::int64_t(m.vocab) * m.hidden;
-  b.set_embed_table(values(vh).data());
-  b.set_lm_head(values(vh).data());
-  b.set_final_norm(values(m.hidden, 1.0f).data());
-  for (int l = 0; l < m.layers; ++l) {
-    for (int p = 0; p < 7; ++p) {
-      const auto sh = plan::proj_shape(m, p);
-      b.set_projection(l, p, values(sh.out * sh.in).data(), "layer " + std::to_string(l));
-    }
-    for (int k = 0; k < 2; ++k) b.set_norm(l, k, values(m.hidden, 1.0f).data());
-    for (int p = 0; p < 3; ++p) b.set_bias(l, p, values(plan::proj_shape(m, p).out).data());
-  }
-}
-
-template <class B>
-void init_lora(B& b, std::uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> nd(0.0f, 0.05f);
-  for (float& x : b.lora_params()) x = nd(rng);  // nonzero A and B: every gradient path runs
-  b.sync_lora_to_device();
-  b.zero_grads();
-}
-
-struct Batch {
-  std::vector<std::int32_t> tokens, targets;
-};
-Batch make_batch(const PlanOptions& o, std::uint64_t seed, int vocab) {
-  std::mt19937_64 rng(seed);
-  Batch b;
-  const int n = o.batch * o.seq;
-  for (int i = 0; i < n; ++i) b.tokens.push_back(std::int32_t(rng() % vocab));
-  for (int i = 0; i < n; ++i) b.targets.push_back(i % 7 == 3 ? -100 : std::int32_t(rng() % vocab));
-  return b;
+  test::init_weights(b, seed, 0.06f, true);
 }
 
 struct Outcome {

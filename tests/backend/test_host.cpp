@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "lvt/backend/host.hpp"
+#include "step_fixtures.hpp"
 
 using namespace lvt;
 
@@ -16,58 +17,10 @@ constexpr ModelConfig tiny{.arch = Arch::qwen2, .layers = 4, .hidden = 64, .head
                            .tied_embeddings = false, .rope_theta = 10000.0, .norm_eps = 1e-5,
                            .qkv_bias = true, .max_position = 64};
 
-// Fills every frozen weight from one seeded stream (same values whatever the options).
-void init_weights(backend::HostBackend& b, std::uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> nd(0.0f, 0.08f);
-  const ModelConfig& m = b.model();
-  auto fill = [&](float* p, std::int64_t n, float base = 0.0f) {
-    for (std::int64_t i = 0; i < n; ++i) p[i] = base + nd(rng);
-  };
-  fill(b.embed_table(), std::int64_t(m.vocab) * m.hidden);
-  if (!m.tied_embeddings) fill(b.lm_head(), std::int64_t(m.vocab) * m.hidden);
-  fill(b.final_norm(), m.hidden, 1.0f);
-  for (int l = 0; l < m.layers; ++l) {
-    for (int p = 0; p < 7; ++p) {
-      const auto sh = plan::proj_shape(m, p);
-      std::vector<float> w(std::size_t(sh.out * sh.in));
-      fill(w.data(), std::int64_t(w.size()));
-      b.set_projection(l, p, w.data(), "layer" + std::to_string(l));
-    }
-    std::vector<float> nrm(std::size_t(m.hidden));
-    for (int k = 0; k < 2; ++k) {
-      fill(nrm.data(), m.hidden, 1.0f);
-      b.set_norm(l, k, nrm.data());
-    }
-    if (m.qkv_bias)
-      for (int p = 0; p < 3; ++p) {
-        std::vector<float> bias(std::size_t(plan::proj_shape(m, p).out));
-        fill(bias.data(), std::int64_t(bias.size()));
-        b.set_bias(l, p, bias.data());
-      }
-  }
-}
-
-void init_lora(backend::HostBackend& b, std::uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> nd(0.0f, 0.05f);
-  // Nonzero A and B so every gradient path is exercised.
-  for (float& x : b.lora_params()) x = nd(rng);
-  b.sync_lora_to_device();
-  b.zero_grads();
-}
-
-struct Batch {
-  std::vector<std::int32_t> tokens, targets;
-};
-Batch make_batch(const PlanOptions& o, std::uint64_t seed, int vocab) {
-  std::mt19937_64 rng(seed);
-  Batch b;
-  const int n = o.batch * o.seq;
-  for (int i = 0; i < n; ++i) b.tokens.push_back(std::int32_t(rng() % vocab));
-  for (int i = 0; i < n; ++i) b.targets.push_back(i % 7 == 3 ? -100 : std::int32_t(rng() % vocab));
-  return b;
-}
+using test::Batch;
+using test::init_lora;
+using test::init_weights;
+using test::make_batch;
 
 struct Outcome {
   double loss;

@@ -178,6 +178,7 @@ class CudaBackend {
     staging_.resize(std::size_t(idx_.wl.bytes));
     // The whole arena starts zeroed (LoRA grads, moments), then the control block.
     LVT_CUDA_CHECK(cudaMemset(mem_.arena(), 0, std::size_t(mem_.arena_bytes())));
+    LVT_CUDA_CHECK(cudaDeviceSynchronize());
     StepControl c{};
     c.scaler.scale = fp16_storage ? scaler_.scale : 1.0f;
     std::vector<float> inv(std::size_t(store_.rotary_dim() / 2));
@@ -232,6 +233,7 @@ class CudaBackend {
   // The accumulated LoRA gradients (copied from the device).
   std::vector<float> lora_grads() {
     std::vector<float> g(std::size_t(idx_.n_lora));
+    LVT_CUDA_CHECK(cudaDeviceSynchronize());
     if (idx_.n_lora)
       LVT_CUDA_CHECK(cudaMemcpy(g.data(), f(idx_.b_grad), g.size() * 4, cudaMemcpyDeviceToHost));
     return g;
@@ -258,7 +260,9 @@ class CudaBackend {
   }
   void zero_grads() {
     if (!idx_.n_lora) return;
-    LVT_CUDA_CHECK(cudaMemset(f(idx_.b_grad), 0, std::size_t(idx_.n_lora) * 4));
+    // On the compute stream: the legacy default stream does not order the non-blocking ones.
+    LVT_CUDA_CHECK(cudaMemsetAsync(f(idx_.b_grad), 0, std::size_t(idx_.n_lora) * 4, compute()));
+    LVT_CUDA_CHECK(cudaStreamSynchronize(compute()));
     if (idx_.b_hgrad >= 0) std::fill_n(f(idx_.b_hgrad), idx_.n_lora, 0.0f);
   }
 
@@ -484,11 +488,7 @@ class CudaBackend {
     L.dh = L.h + n * opt_.lora_rank;
     L.blk = L.dh + n * opt_.lora_rank;
     L.block_rows = plan::lora_block_rows(opt_);
-    if (store_.qkv_bias) {
-      L.bias[0] = reinterpret_cast<const S*>(L.w + idx_.wl.bias_q.offset);
-      L.bias[1] = reinterpret_cast<const S*>(L.w + idx_.wl.bias_k.offset);
-      L.bias[2] = reinterpret_cast<const S*>(L.w + idx_.wl.bias_v.offset);
-    }
+    idx_.bind_biases(L.w, L.bias);
     if (!idx_.roles.trainable(opt_, l)) return L;
     // The layer's adapters rounded to S once per action (they are contiguous in the flat buffer).
     S* shadow = reinterpret_cast<S*>(ws + cw.lora_params.offset);

@@ -236,11 +236,7 @@ class HostBackend {
     ops_.w = bytes(idx_.weights_of(a));
     ops_.w_scratch = reinterpret_cast<float*>(ws + cw.weight.offset);
     ops_.lora_scratch = reinterpret_cast<float*>(ws + cw.lora.offset);
-    if (store_.qkv_bias) {
-      ops_.bias[0] = reinterpret_cast<const float*>(ops_.w + idx_.wl.bias_q.offset);
-      ops_.bias[1] = reinterpret_cast<const float*>(ops_.w + idx_.wl.bias_k.offset);
-      ops_.bias[2] = reinterpret_cast<const float*>(ops_.w + idx_.wl.bias_v.offset);
-    }
+    idx_.bind_biases(ops_.w, ops_.bias);
     if (idx_.roles.trainable(opt_, l))
       idx_.bind_lora(l, f(idx_.b_lora), f(idx_.b_grad), seed_base, step_index, ops_.lora, ops_.grads);
     return ops_;

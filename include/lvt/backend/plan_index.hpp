@@ -204,6 +204,15 @@ class PlanIndex {
                    int(plan::Access::write));
   }
 
+  // Qwen2's q/k/v biases inside a layer's weight bytes (left null for models without them).
+  template <class T>
+  void bind_biases(const std::byte* w, const T* (&bias)[3]) const {
+    if (!store_.qkv_bias) return;
+    bias[0] = reinterpret_cast<const T*>(w + wl.bias_q.offset);
+    bias[1] = reinterpret_cast<const T*>(w + wl.bias_k.offset);
+    bias[2] = reinterpret_cast<const T*>(w + wl.bias_v.offset);
+  }
+
   // LoRA of layer l bound to params / grads (fp32 flat buffers) with the run's dropout seeds.
   template <class LoraT, class GradT>
   void bind_lora(int l, const float* params, float* grads, std::uint64_t seed_base,

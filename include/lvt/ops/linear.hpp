@@ -236,47 +236,41 @@ struct DropoutSite {
   }
 };
 
-// blk[r, k] = x[n0 + r, k] * dropout_factor(seed, (n0 + r) * in + k) for rows [n0, n1).
-template <class S>
-__global__ void dropped_rows_kernel(S* blk, const S* x, std::int64_t n0, std::int64_t n1,
-                                    std::int64_t in, DropoutSite site) {
+// Dropout over rows [n0, n1) of a [rows, in] tensor, with the mask of (n0 + r) * in + k:
+//   forward (Add = false):  blk[r, k] = x[n0 + r, k] * factor
+//   backward (Add = true):  x[n0 + r, k] += blk[r, k] * factor   (x is dx here)
+template <bool Add, class S>
+__global__ void dropout_rows_kernel(S* blk, S* x, std::int64_t n0, std::int64_t n1, std::int64_t in,
+                                    DropoutSite site) {
   const std::uint64_t seed = site.seed();
   const std::int64_t total = (n1 - n0) * in;
   for (std::int64_t i = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; i < total;
        i += std::int64_t(gridDim.x) * blockDim.x) {
     const std::int64_t j = n0 * in + i;
-    blk[i] = from_float<S>(to_float(x[j]) * dropout_factor<float>(seed, std::uint64_t(j), site.p));
+    const float f = dropout_factor<float>(seed, std::uint64_t(j), site.p);
+    if constexpr (Add) x[j] = from_float<S>(to_float(x[j]) + to_float(blk[i]) * f);
+    else blk[i] = from_float<S>(to_float(x[j]) * f);
   }
 }
+template <bool Add, class S>
+void dropout_rows(S* blk, S* x, std::int64_t n0, std::int64_t n1, std::int64_t in,
+                  const DropoutSite& site, cudaStream_t stream) {
+  if (n1 <= n0) return;
+  dropout_rows_kernel<Add, S><<<ops::cuda::grid_for((n1 - n0) * in), ops::cuda::threads, 0, stream>>>(
+      blk, x, n0, n1, in, site);
+  LVT_CUDA_LAUNCHED("linear::cuda::dropout_rows_kernel");
+}
+// The dropped-out rows [n0, n1) of x into blk.
 template <class S>
 void dropped_rows(S* blk, const S* x, std::int64_t n0, std::int64_t n1, std::int64_t in,
                   const DropoutSite& site, cudaStream_t stream) {
-  if (n1 <= n0) return;
-  dropped_rows_kernel<S><<<ops::cuda::grid_for((n1 - n0) * in), ops::cuda::threads, 0, stream>>>(
-      blk, x, n0, n1, in, site);
-  LVT_CUDA_LAUNCHED("linear::cuda::dropped_rows_kernel");
+  dropout_rows<false, S>(blk, const_cast<S*>(x), n0, n1, in, site, stream);  // x only read
 }
-
-// dx[n0 + r, k] += blk[r, k] * dropout_factor(...): dropout's backward for rows [n0, n1).
-template <class S>
-__global__ void add_dropped_kernel(S* dx, const S* blk, std::int64_t n0, std::int64_t n1,
-                                   std::int64_t in, DropoutSite site) {
-  const std::uint64_t seed = site.seed();
-  const std::int64_t total = (n1 - n0) * in;
-  for (std::int64_t i = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; i < total;
-       i += std::int64_t(gridDim.x) * blockDim.x) {
-    const std::int64_t j = n0 * in + i;
-    dx[j] = from_float<S>(to_float(dx[j]) +
-                          to_float(blk[i]) * dropout_factor<float>(seed, std::uint64_t(j), site.p));
-  }
-}
+// dx[n0 + r, k] += blk[r, k] * factor: dropout's backward for rows [n0, n1).
 template <class S>
 void add_dropped(S* dx, const S* blk, std::int64_t n0, std::int64_t n1, std::int64_t in,
                  const DropoutSite& site, cudaStream_t stream) {
-  if (n1 <= n0) return;
-  add_dropped_kernel<S><<<ops::cuda::grid_for((n1 - n0) * in), ops::cuda::threads, 0, stream>>>(
-      dx, blk, n0, n1, in, site);
-  LVT_CUDA_LAUNCHED("linear::cuda::add_dropped_kernel");
+  dropout_rows<true, S>(const_cast<S*>(blk), dx, n0, n1, in, site, stream);  // blk only read
 }
 
 // y[n, j] += bias[j] (qwen2's q/k/v biases).
