@@ -9,8 +9,17 @@
 #include "lvt/plan/planner.hpp"
 #include "lvt/policies.hpp"
 #include "lvt/run.hpp"
+#if LVT_CUDA
+#include "lvt/backend/cuda.hpp"
+#endif
 
 namespace lvt {
+
+#if LVT_CUDA
+// A run on the GPU (compiled by nvcc): bf16 storage, or fp16 with dynamic loss scaling (sm_75).
+template <class S = bf16>
+using CudaRun = BasicRun<backend::CudaBackend<S>>;
+#endif
 
 template <class... Policies>
 constexpr PlanOptions compose(PlanOptions o = {}) {
@@ -29,13 +38,16 @@ struct Trainer {
   static constexpr auto plan = lvt::plan::fixed_plan<model, options>();
 
   // A run of this model with these policies: a Hugging Face or bnb-4bit folder whose
-  // config.json must match the description field by field.
-  static Run from_pretrained(const std::filesystem::path& dir, bool poison = false) {
-    return Run::from_pretrained(dir, options, &model, poison);
+  // config.json must match the description field by field. R: `Run` (host reference) or, in a
+  // .cu file, `CudaRun<>` (`Trainer::from_pretrained<lvt::CudaRun<>>(dir)`).
+  template <class R = Run>
+  static R from_pretrained(const std::filesystem::path& dir, bool poison = false) {
+    return R::from_pretrained(dir, options, &model, poison);
   }
   // Random frozen weights (tests, benchmarks).
-  static Run with_random_weights(std::uint64_t seed, bool poison = false) {
-    Run r(model, options, poison);
+  template <class R = Run>
+  static R with_random_weights(std::uint64_t seed, bool poison = false) {
+    R r(model, options, poison);
     r.init_random_weights(seed);
     return r;
   }
