@@ -154,9 +154,13 @@ struct MaxOp {
   __device__ float operator()(float a, float b) const { return fmaxf(a, b); }
 };
 
+// One block per row. The gradient scale is `scale`, or *device_scale when that is not null (a
+// graph reads it at replay). A label outside [0, vocab) cannot throw here: its row's loss and
+// gradient are NaN, so the loss and the gradient norm show it, and nothing is read out of bounds.
 template <class S>
 __global__ void rows_kernel(S* dlogits, float* row_loss, const float* logits,
-                            const std::int32_t* labels, std::int64_t vocab, float scale) {
+                            const std::int32_t* labels, std::int64_t vocab, float scale,
+                            const float* device_scale) {
   using Reduce = cub::BlockReduce<float, ops::cuda::threads>;
   __shared__ typename Reduce::TempStorage tmp;
   __shared__ float shared_max, shared_lse;
@@ -164,11 +168,13 @@ __global__ void rows_kernel(S* dlogits, float* row_loss, const float* logits,
   const float* lr = logits + r * vocab;
   S* dr = dlogits + r * vocab;
   const std::int32_t label = labels[r];
-  if (label == ignore_index) {
-    for (std::int64_t v = threadIdx.x; v < vocab; v += blockDim.x) dr[v] = from_float<S>(0.0f);
-    if (threadIdx.x == 0) row_loss[r] = 0.0f;
+  if (label == ignore_index || label < 0 || label >= vocab) {
+    const float fill = label == ignore_index ? 0.0f : NAN;
+    for (std::int64_t v = threadIdx.x; v < vocab; v += blockDim.x) dr[v] = from_float<S>(fill);
+    if (threadIdx.x == 0) row_loss[r] = fill;
     return;
   }
+  if (device_scale) scale = *device_scale;
   float m = -INFINITY;
   for (std::int64_t v = threadIdx.x; v < vocab; v += blockDim.x) m = fmaxf(m, lr[v]);
   m = Reduce(tmp).Reduce(m, MaxOp{});
@@ -205,7 +211,8 @@ Result forward_backward(S* dhidden, void* scratch, float* row_loss, const S* hid
     const std::int64_t c = n_tokens - r0 < chunk_tokens ? n_tokens - r0 : chunk_tokens;
     gemm.run<S, float>(logits, hidden + r0 * dim, W, c, vocab, dim, false, true, 1.0f, 0.0f, stream);
     rows_kernel<S><<<unsigned(c), ops::cuda::threads, 0, stream>>>(dlogits, row_loss + r0, logits,
-                                                                   labels + r0, vocab, scale);
+                                                                   labels + r0, vocab, scale,
+                                                                   nullptr);
     LVT_CUDA_LAUNCHED("cross_entropy::cuda::rows_kernel");
     if (dhidden)
       gemm.run<S>(dhidden + r0 * dim, dlogits, W, c, dim, vocab, false, false, 1.0f, 0.0f, stream);
@@ -218,6 +225,64 @@ Result forward_backward(S* dhidden, void* scratch, float* row_loss, const S* hid
   res.count = count;
   for (float l : losses) res.loss_sum += double(l);
   return res;
+}
+
+// One block: *loss_sum = the row losses of kept rows summed in double in a fixed order (CUB's
+// tree over a fixed block), *kept = the number of labels != ignore_index. A template, so every
+// .cu including this header shares one definition.
+template <int BlockThreads>
+__global__ void sum_rows_kernel(const float* row_loss, const std::int32_t* labels,
+                                std::int64_t n_tokens, float* loss_sum, float* kept) {
+  using Reduce = cub::BlockReduce<double, BlockThreads>;
+  __shared__ typename Reduce::TempStorage tmp;
+  double sum = 0, count = 0;
+  for (std::int64_t r = threadIdx.x; r < n_tokens; r += blockDim.x)
+    if (labels[r] != ignore_index) {
+      sum += double(row_loss[r]);
+      count += 1;
+    }
+  sum = Reduce(tmp).Sum(sum);
+  __syncthreads();  // tmp is reused
+  count = Reduce(tmp).Sum(count);
+  if (threadIdx.x == 0) {
+    *loss_sum = float(sum);
+    *kept = float(count);
+  }
+}
+
+// The same fused loss for a captured CUDA graph: nothing synchronizes or copies to the host.
+// grad_scale (device) is the d loss multiplier already divided by the kept-label count (the
+// host knows the labels when it fills the batch); loss_sum and kept (device) receive the summed
+// loss over kept rows and their count, for the caller to read when it wants to.
+template <class S>
+void forward_backward_device(S* dhidden, void* scratch, float* row_loss, const S* hidden,
+                             const S* W, const std::int32_t* labels, std::int64_t n_tokens,
+                             std::int64_t dim, std::int64_t vocab, std::int64_t chunk_tokens,
+                             const float* grad_scale, float* loss_sum, float* kept,
+                             matmul::cuda::Gemm& gemm, cudaStream_t stream) {
+  require(n_tokens >= 0, "cross_entropy", "the token count must be non-negative", n_tokens);
+  require(dim > 0, "cross_entropy", "hidden size must be positive", dim);
+  require(vocab > 0, "cross_entropy", "vocab_size must be positive", vocab);
+  require(chunk_tokens > 0, "cross_entropy", "chunk_tokens must be positive", chunk_tokens);
+  require(scratch != nullptr && row_loss != nullptr, "cross_entropy",
+          "scratch (scratch_bytes(chunk_tokens, vocab)) or row_loss (n_tokens floats) is null",
+          n_tokens);
+  require(grad_scale != nullptr && loss_sum != nullptr && kept != nullptr, "cross_entropy",
+          "grad_scale, loss_sum and kept must be device pointers", n_tokens);
+  auto* logits = static_cast<float*>(scratch);
+  auto* dlogits = reinterpret_cast<S*>(logits + chunk_tokens * vocab);
+  for (std::int64_t r0 = 0; r0 < n_tokens; r0 += chunk_tokens) {
+    const std::int64_t c = n_tokens - r0 < chunk_tokens ? n_tokens - r0 : chunk_tokens;
+    gemm.run<S, float>(logits, hidden + r0 * dim, W, c, vocab, dim, false, true, 1.0f, 0.0f, stream);
+    rows_kernel<S><<<unsigned(c), ops::cuda::threads, 0, stream>>>(dlogits, row_loss + r0, logits,
+                                                                   labels + r0, vocab, 0.0f,
+                                                                   grad_scale);
+    LVT_CUDA_LAUNCHED("cross_entropy::cuda::rows_kernel");
+    if (dhidden)
+      gemm.run<S>(dhidden + r0 * dim, dlogits, W, c, dim, vocab, false, false, 1.0f, 0.0f, stream);
+  }
+  sum_rows_kernel<ops::cuda::threads><<<1, ops::cuda::threads, 0, stream>>>(row_loss, labels, n_tokens, loss_sum, kept);
+  LVT_CUDA_LAUNCHED("cross_entropy::cuda::sum_rows_kernel");
 }
 }  // namespace lvt::ops::cross_entropy::cuda
 #endif
