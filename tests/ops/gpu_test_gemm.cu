@@ -103,6 +103,34 @@ TEST_CASE("cuBLASLt GEMM, row-major, every transposition, fp32 and bf16") {
     }
 }
 
+TEST_CASE("cuBLASLt bias epilogue: y = x W^T + bias (Qwen2's q/k/v), fp32 and bf16") {
+  auto run_case = [](auto tag) {
+    using S = decltype(tag);
+    const std::int64_t rows = 37, in = 96, out = 130;
+    const auto x = round_to<S>(uniform(std::size_t(rows * in), 11));
+    const auto W = round_to<S>(uniform(std::size_t(out * in), 12));
+    const auto bias = round_to<S>(uniform(std::size_t(out), 13));
+    std::vector<double> want(std::size_t(rows * out));
+    for (std::int64_t n = 0; n < rows; ++n)
+      for (std::int64_t j = 0; j < out; ++j) {
+        double acc = bias[std::size_t(j)];
+        for (std::int64_t k = 0; k < in; ++k)
+          acc += double(x[std::size_t(n * in + k)]) * W[std::size_t(j * in + k)];
+        want[std::size_t(n * out + j)] = acc;
+      }
+    void* ws = nullptr;
+    LVT_CUDA_CHECK(cudaMalloc(&ws, 4 << 20));
+    ops::matmul::cuda::Gemm gemm(ws, 4 << 20);
+    S *dx = upload<S>(x), *dW = upload<S>(W), *db = upload<S>(bias), *dy = nullptr;
+    LVT_CUDA_CHECK(cudaMalloc(&dy, std::size_t(rows * out) * sizeof(S)));
+    gemm.run<S>(dy, dx, dW, rows, out, in, false, true, 1.0f, 0.0f, nullptr, db);
+    close(download(dy, want.size()), want, sizeof(S) == 4 ? 1e-5 : 1e-2, "gemm + bias");
+    for (void* p : {(void*)dx, (void*)dW, (void*)db, (void*)dy, ws}) cudaFree(p);
+  };
+  run_case(float{});
+  run_case(lvt::bf16{});
+}
+
 TEST_CASE("QLoRA linear forward: NF4 + DQ dequantized to bf16 on the device, then cuBLASLt") {
   const std::int64_t rows = 64, in = 512, out = 384;
   const auto W = uniform(std::size_t(out * in), 4);

@@ -436,8 +436,8 @@ class CudaBackend {
     void linear_forward(int p, S* y, const S* x, i64 rows) {
       const i64 in = wl->linear[p].in, out = wl->linear[p].out;
       const cudaStream_t st = this->stream;
-      gemm->run<S>(y, x, weight(p), rows, out, in, false, true, 1.0f, 0.0f, st);
-      if (p < 3 && bias[p]) ops::linear::cuda::add_bias(y, bias[p], rows, out, st);
+      // Qwen2's q/k/v biases ride cuBLASLt's bias epilogue.
+      gemm->run<S>(y, x, weight(p), rows, out, in, false, true, 1.0f, 0.0f, st, p < 3 ? bias[p] : nullptr);
       const auto& lo = lora[p];
       if (!lo.active()) return;
       const i64 R = lo.rank, step = chunk(lo, rows);

@@ -273,20 +273,6 @@ void add_dropped(S* dx, const S* blk, std::int64_t n0, std::int64_t n1, std::int
   dropout_rows<true, S>(const_cast<S*>(blk), dx, n0, n1, in, site, stream);  // blk only read
 }
 
-// y[n, j] += bias[j] (qwen2's q/k/v biases).
-template <class S>
-__global__ void add_bias_kernel(S* y, const S* bias, std::int64_t rows, std::int64_t out) {
-  for (std::int64_t i = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; i < rows * out;
-       i += std::int64_t(gridDim.x) * blockDim.x)
-    y[i] = from_float<S>(to_float(y[i]) + to_float(bias[i % out]));
-}
-template <class S>
-void add_bias(S* y, const S* bias, std::int64_t rows, std::int64_t out, cudaStream_t stream) {
-  if (rows == 0) return;
-  add_bias_kernel<S><<<ops::cuda::grid_for(rows * out), ops::cuda::threads, 0, stream>>>(y, bias, rows, out);
-  LVT_CUDA_LAUNCHED("linear::cuda::add_bias_kernel");
-}
-
 // dst = S(src): the fp32 LoRA master parameters rounded to the GEMMs' 16-bit type.
 template <class S>
 __global__ void round_kernel(S* dst, const float* src, std::int64_t n) {

@@ -239,10 +239,12 @@ class Gemm {
   Gemm(const Gemm&) = delete;
   Gemm& operator=(const Gemm&) = delete;
 
-  // A and B in S; C in SC (S, or fp32: the fp32 logits of the fused loss).
+  // A and B in S; C in SC (S, or fp32: the fp32 logits of the fused loss). `bias` (N values of
+  // SC, may be null) is added to every row of C by cuBLASLt's bias epilogue.
   template <class S, class SC = S>
   void run(SC* C, const S* A, const S* B, std::int64_t M, std::int64_t N, std::int64_t K,
-           bool trans_a, bool trans_b, float alpha, float beta, cudaStream_t stream) {
+           bool trans_a, bool trans_b, float alpha, float beta, cudaStream_t stream,
+           const SC* bias = nullptr) {
     if (M == 0 || N == 0) return;
     const cudaDataType_t t = data_type<S>(), tc = data_type<SC>();
     cublasLtMatmulDesc_t desc = nullptr;
@@ -266,6 +268,14 @@ class Gemm {
     LVT_CUBLAS_CHECK(cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
     LVT_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &op_a, sizeof op_a));
     LVT_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &op_b, sizeof op_b));
+    if (bias) {
+      // Column-major D is our C^T: its rows are C's columns, so the bias vector runs along N.
+      const cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
+      LVT_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi));
+      LVT_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
+      const cudaDataType_t bt = data_type<SC>();
+      LVT_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof bt));
+    }
     // Stored shapes, column-major: B is [K, N] row-major = N x K col-major (or K x N if B^T).
     if (trans_b) LVT_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&la, t, K, N, K));
     else LVT_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&la, t, N, K, N));

@@ -205,8 +205,9 @@ void backward(S* dx, const S* dout, const float* cos, const float* sin, std::int
 
 // The cos / sin tables of `tables` above, on the device: angle in fp32, cos and sin in double
 // (inv_freq [half] in device memory, computed on the host by inv_freq).
-__global__ void tables_kernel(float* cos_out, float* sin_out, const float* inv_freq,
-                              std::int64_t seq, int half) {
+// (A template, as every kernel in a header: one definition however many .cu files include it.)
+template <class F = float>
+__global__ void tables_kernel(F* cos_out, F* sin_out, const F* inv_freq, std::int64_t seq, int half) {
   const std::int64_t total = seq * half;
   for (std::int64_t i = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; i < total;
        i += std::int64_t(gridDim.x) * blockDim.x) {
@@ -218,7 +219,7 @@ __global__ void tables_kernel(float* cos_out, float* sin_out, const float* inv_f
 inline void tables(float* cos_out, float* sin_out, const float* inv_freq, std::int64_t seq, int half,
                    cudaStream_t stream) {
   require(half > 0, "rope", "rotary_dim / 2 must be positive", half);
-  tables_kernel<<<ops::cuda::grid_for(seq * half), ops::cuda::threads, 0, stream>>>(
+  tables_kernel<float><<<ops::cuda::grid_for(seq * half), ops::cuda::threads, 0, stream>>>(
       cos_out, sin_out, inv_freq, seq, half);
   LVT_CUDA_LAUNCHED("rope::cuda::tables_kernel");
 }

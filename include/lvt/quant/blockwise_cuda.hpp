@@ -143,8 +143,10 @@ __global__ void dequantize_4bit_scalar(const std::uint8_t* __restrict__ packed, 
   }
 }
 
-// Deterministic mean, the same sums in the same order as absmax_mean() on the host.
-__global__ void absmax_mean(const float* __restrict__ absmax, std::int64_t n, float* mean) {
+// Deterministic mean, the same sums in the same order as absmax_mean() on the host. (A template,
+// as every kernel in a header: one definition however many .cu files include it.)
+template <class F = float>
+__global__ void absmax_mean(const F* __restrict__ absmax, std::int64_t n, F* mean) {
   __shared__ double chunk[256];
   double total = 0.0;
   const std::int64_t chunks = (n + 255) / 256;
@@ -257,7 +259,7 @@ inline void launch_quantize_4bit(Code4 c, const T* x, std::int64_t n, int block,
 
 inline void launch_absmax_mean(const float* absmax, std::int64_t nblocks, float* mean,
                                cudaStream_t stream) {
-  kernels::absmax_mean<<<1, 256, 0, stream>>>(absmax, nblocks, mean);
+  kernels::absmax_mean<float><<<1, 256, 0, stream>>>(absmax, nblocks, mean);
   cuda_check(cudaGetLastError(), "absmax_mean launch");
 }
 
