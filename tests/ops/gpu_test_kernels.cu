@@ -1,11 +1,14 @@
 // Every op's CUDA kernel against its host reference on fresh random inputs: fp32 storage to
-// 1e-5 relative, bf16 storage to 1e-2 (fp32 math in both). Without a GPU: exit 77 (skipped).
+// 1e-5 relative, bf16 / fp16 storage to 1e-2 (fp32 math in both); the tiled tensor-core attention
+// also against the simple attention kernels. Without a GPU: exit 77 (skipped).
 #include <doctest/doctest.h>
 
 #include <cuda_runtime.h>
 
 #include <cmath>
 #include <random>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "lvt/ops/adamw.hpp"
@@ -18,6 +21,7 @@
 
 using namespace lvt;
 using lvt::bf16;
+using lvt::fp16;
 
 namespace {
 
@@ -180,12 +184,160 @@ void attention_case(int D) {
   check_close(ddv.get(), dv, tolerance<S>, "attention dv");
 }
 
+// ---- tiled (tensor-core) attention -------------------------------------------------------------
+
+// ||got - want|| / ||want|| in double. The reference norm has a floor of 1e-3 RMS per element:
+// at seq 1 there is one key, dS = p (dP - delta) is exactly 0 and so are the reference dq, dk.
+double rel_l2(const std::vector<float>& got, const std::vector<float>& want) {
+  double err = 0, ref = 0;
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    const double d = double(got[i]) - double(want[i]);
+    err += d * d;
+    ref += double(want[i]) * double(want[i]);
+  }
+  return std::sqrt(err / std::fmax(ref, 1e-6 * double(want.size())));
+}
+std::size_t non_finite(const std::vector<float>& v) {
+  std::size_t n = 0;
+  for (float x : v) n += std::isfinite(x) ? 0 : 1;
+  return n;
+}
+void check_rel(const std::vector<float>& got, const std::vector<float>& want, double tol,
+               const char* what) {
+  REQUIRE(got.size() == want.size());
+  const double r = rel_l2(got, want);
+  INFO(what << ": relative error ||a-b||/||a|| = " << r << " (bound " << tol << "), "
+            << non_finite(got) << " non-finite values");
+  CHECK(non_finite(got) == 0);
+  CHECK(r <= tol);
+}
+double rms(const std::vector<float>& v) {
+  double s = 0;
+  for (float x : v) s += double(x) * double(x);
+  return std::sqrt(s / double(v.size()));
+}
+
+// One shape through the launchers (which must pick the tiled kernels) against the host reference
+// on the same S-rounded inputs, and against the simple kernels on the same device inputs:
+//   forward: out (1e-2) and lse (1e-3);
+//   backward: dq, dk, dv (1e-2) from zero; the host backward reads the device's out and lse,
+//   the inputs the device backward had (the tiled forward rounds P to S before P V, so its out
+//   differs from the host's by ~2e-3, and delta = dO . O would carry that into every dS);
+//   accumulation: a second backward onto nonzero dq, dk, dv must give start + gradient.
+template <class S>
+void tiled_case(int D, int B, int T, int H, int KV, std::uint64_t seed) {
+  namespace att = ops::attention;
+  INFO(storage_name<S> << " head_dim " << D << ", batch " << B << ", seq " << T << ", heads " << H
+                       << ", kv_heads " << KV);
+  REQUIRE(att::cuda::uses_tiled<S>(D));
+  const std::size_t nq = std::size_t(B) * T * H * D, nk = std::size_t(B) * T * KV * D;
+  const std::size_t nl = std::size_t(B) * H * T;
+  // q in [-2.5, 2.5]: scores with a standard deviation near 0.8, so the softmax is neither flat
+  // nor one-hot and the online rescaling matters.
+  const auto q = rounded<S>(random_floats(nq, seed, -2.5f, 2.5f)), k = rounded<S>(random_floats(nk, seed + 1));
+  const auto v = rounded<S>(random_floats(nk, seed + 2)), dy = rounded<S>(random_floats(nq, seed + 3));
+  std::vector<float> out(nq), lse(nl), row(static_cast<std::size_t>(T));
+  att::forward(out.data(), lse.data(), row.data(), q.data(), k.data(), v.data(), B, T, H, KV, D);
+
+  const std::vector<float> nan_q(nq, NAN), nan_l(nl, NAN), zero_q(nq, 0.0f), zero_k(nk, 0.0f);
+  Dev<S> d_q(q), d_k(k), d_v(v), ddy(dy), dout(nan_q), ddq(zero_q), ddk(zero_k), ddv(zero_k);
+  Dev<float> dlse(nan_l);  // NaN start: every element must be written
+  att::cuda::forward(dout.p, dlse.p, d_q.p, d_k.p, d_v.p, B, T, H, KV, D, nullptr);
+  att::cuda::backward(ddq.p, ddk.p, ddv.p, ddy.p, d_q.p, d_k.p, d_v.p, dout.p, dlse.p, B, T,
+                      H, KV, D, nullptr);
+  const auto out_d = dout.get(), lse_d = dlse.get(), dq_d = ddq.get(), dk_d = ddk.get(), dv_d = ddv.get();
+  check_rel(out_d, out, 1e-2, "tiled forward out vs host");
+  check_rel(lse_d, lse, 1e-3, "tiled forward lse vs host");
+
+  std::vector<float> dq(nq, 0.0f), dk(nk, 0.0f), dv(nk, 0.0f);
+  att::backward(dq.data(), dk.data(), dv.data(), row.data(), dy.data(), q.data(), k.data(),
+                v.data(), out_d.data(), lse_d.data(), B, T, H, KV, D);
+  check_rel(dq_d, dq, 1e-2, "tiled backward dq vs host");
+  check_rel(dk_d, dk, 1e-2, "tiled backward dk vs host");
+  check_rel(dv_d, dv, 1e-2, "tiled backward dv vs host");
+
+  // The simple (one warp per row, fp32 math) kernels on the same device inputs.
+  Dev<S> sout(nan_q), sdq(zero_q), sdk(zero_k), sdv(zero_k);
+  Dev<float> slse(nan_l);
+  att::cuda::simple::forward(sout.p, slse.p, d_q.p, d_k.p, d_v.p, B, T, H, KV, D, nullptr);
+  att::cuda::simple::backward(sdq.p, sdk.p, sdv.p, ddy.p, d_q.p, d_k.p, d_v.p, dout.p, dlse.p,
+                              B, T, H, KV, D, nullptr);
+  check_rel(out_d, sout.get(), 1e-2, "tiled vs simple out");
+  check_rel(lse_d, slse.get(), 1e-3, "tiled vs simple lse");
+  check_rel(dq_d, sdq.get(), 1e-2, "tiled vs simple dq");
+  check_rel(dk_d, sdk.get(), 1e-2, "tiled vs simple dk");
+  check_rel(dv_d, sdv.get(), 1e-2, "tiled vs simple dv");
+
+  // +=: starts of the gradients' own size, so overwriting instead of adding is an O(1) error.
+  auto start = [&](std::size_t n, const std::vector<float>& ref, std::uint64_t s) {
+    const float a = float(std::fmax(rms(ref) * std::sqrt(3.0), 1e-2));
+    return rounded<S>(random_floats(n, s, -a, a));
+  };
+  const auto dq0 = start(nq, dq, seed + 4), dk0 = start(nk, dk, seed + 5), dv0 = start(nk, dv, seed + 6);
+  Dev<S> adq(dq0), adk(dk0), adv(dv0);
+  att::cuda::backward(adq.p, adk.p, adv.p, ddy.p, d_q.p, d_k.p, d_v.p, dout.p, dlse.p, B, T, H,
+                      KV, D, nullptr);
+  auto plus = [](std::vector<float> a, const std::vector<float>& b) {
+    for (std::size_t i = 0; i < a.size(); ++i) a[i] += b[i];
+    return a;
+  };
+  check_rel(adq.get(), plus(dq0, dq), 1e-2, "tiled backward accumulates dq (+=)");
+  check_rel(adk.get(), plus(dk0, dk), 1e-2, "tiled backward accumulates dk (+=)");
+  check_rel(adv.get(), plus(dv0, dv), 1e-2, "tiled backward accumulates dv (+=)");
+}
+
+// Every head_dim the tiled kernels take, sequences around the 64-row tiles (1, a part tile, one
+// tile, several with a part tile), and GQA groups 1, 4 (and 2, 8 at two lengths).
+template <class S>
+void tiled_suite() {
+  const int dev_sm = [] {
+    int d = 0, major = 0, minor = 0;
+    LVT_CUDA_CHECK(cudaGetDevice(&d));
+    LVT_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, d));
+    LVT_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, d));
+    return major * 10 + minor;
+  }();
+  if (!ops::attention::cuda::uses_tiled<S>(64)) {
+    MESSAGE("SKIPPED: tiled " << storage_name<S> << " attention does not run on this sm_" << dev_sm
+                              << " device (bf16 needs sm_80, fp16 sm_75); the simple kernels serve it");
+    CHECK(dev_sm < (std::is_same_v<S, bf16> ? 80 : 75));  // skipping is right only below that
+    return;
+  }
+  std::uint64_t seed = 100;
+  for (int D : {64, 80, 96, 128})
+    for (int T : {1, 17, 64, 200, 513}) {
+      for (auto [H, KV] : {std::pair{8, 8}, std::pair{8, 2}, std::pair{4, 1}})
+        tiled_case<S>(D, 2, T, H, KV, seed += 10);
+      if (T == 17 || T == 200)
+        for (auto [H, KV] : {std::pair{8, 4}, std::pair{8, 1}}) tiled_case<S>(D, 2, T, H, KV, seed += 10);
+    }
+}
+
 }  // namespace
 
-TEST_CASE("flash-style attention kernels (causal, grouped-query) vs host, head_dim 64/80/96/128") {
+TEST_CASE("attention launchers: which storage and head_dim take the tiled kernels") {
+  namespace cuda = ops::attention::cuda;
+  CHECK_FALSE(cuda::uses_tiled<float>(64));  // fp32 storage: the simple kernels
+  CHECK_FALSE(cuda::uses_tiled<bf16>(72));   // a head_dim without a tiled kernel
+  CHECK_FALSE(cuda::uses_tiled<fp16>(32));
+  CHECK(cuda::uses_tiled<fp16>(128) == cuda::uses_tiled<fp16>(64));
+  CHECK(cuda::uses_tiled<bf16>(80) == cuda::uses_tiled<bf16>(96));
+  MESSAGE("tiled attention on this device: bf16 " << (cuda::uses_tiled<bf16>(64) ? "yes" : "no")
+                                                  << ", fp16 " << (cuda::uses_tiled<fp16>(64) ? "yes" : "no"));
+}
+
+TEST_CASE("tiled attention (tensor cores), bf16: out, lse, dq, dk, dv vs host and vs the simple kernels") {
+  tiled_suite<bf16>();
+}
+TEST_CASE("tiled attention (tensor cores), fp16: out, lse, dq, dk, dv vs host and vs the simple kernels") {
+  tiled_suite<fp16>();
+}
+
+TEST_CASE("attention kernels (causal, grouped-query) vs host, head_dim 64/80/96/128, fp32, bf16, fp16") {
   for (int D : {64, 80, 96, 128}) {
     attention_case<float>(D);
     attention_case<bf16>(D);
+    attention_case<fp16>(D);
   }
 }
 
