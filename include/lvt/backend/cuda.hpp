@@ -214,7 +214,7 @@ class CudaBackend {
   }
   // Whether the next step of this kind replays a captured graph (tests, benchmarks).
   bool graph_ready(bool train, bool update) const { return graphs_[mode(train, update)] != nullptr; }
-  // Graphs off: every step enqueued eagerly (for comparing the two).
+  // Graphs off: every step enqueued eagerly (for comparing the two); on again: graphs replay.
   void use_graphs(bool on) { use_graphs_ = on; }
 
   // ---- LoRA state: host views, synchronized explicitly ----
@@ -730,7 +730,7 @@ class CudaBackend {
       baked_clip_ = float(opt->clip);
     }
     const int m = mode(train, opt != nullptr);
-    if (graphs_[std::size_t(m)]) {
+    if (use_graphs_ && graphs_[std::size_t(m)]) {
       LVT_CUDA_CHECK(cudaGraphLaunch(graphs_[std::size_t(m)], st));
     } else if (use_graphs_ && eager_runs_[std::size_t(m)] > 0) {
       cudaGraph_t g = nullptr;
