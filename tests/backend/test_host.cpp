@@ -141,3 +141,22 @@ TEST_CASE("SparseLayers: the adapters of the trained layers get the gradients fu
     if (a.op == plan::Op::backward) lowest = std::min(lowest, a.layer);
   CHECK(lowest == 2);
 }
+
+TEST_CASE("evaluation runs without LoRA dropout (PEFT's eval mode); training steps use it") {
+  PlanOptions o = base_options();
+  PlanOptions drop = o;
+  drop.lora_dropout = 0.3;
+  backend::HostBackend a(tiny, o), b(tiny, drop);
+  for (backend::HostBackend* x : {&a, &b}) {
+    init_weights(*x, 7);
+    init_lora(*x, 11);
+  }
+  const Batch batch = make_batch(o, 5, tiny.vocab);
+  const double ea = a.evaluate(batch.tokens.data(), batch.targets.data()).mean();
+  const double eb = b.evaluate(batch.tokens.data(), batch.targets.data()).mean();
+  CHECK(ea == eb);
+  const double ta = a.step(batch.tokens.data(), batch.targets.data(), nullptr, 1.0, 3, 1).mean();
+  const double tb = b.step(batch.tokens.data(), batch.targets.data(), nullptr, 1.0, 3, 1).mean();
+  CHECK(ta == ea);
+  CHECK(tb != ea);  // the training step's forward drops out
+}

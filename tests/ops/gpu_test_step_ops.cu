@@ -383,7 +383,7 @@ TEST_CASE("step ops capture into a CUDA graph; replays read new device scalars")
     grad_scale.put({float(gs / double(want.count))});
     // the host rewrites the lr field only (the schedule); the step count lives on the device
     hyper.lr = 1e-3 / (1 + replay);
-    const float lr = float(hyper.lr);
+    const double lr = hyper.lr;
     LVT_CUDA_CHECK(cudaMemcpy(reinterpret_cast<char*>(dhyp.p) + offsetof(ops::adamw::DeviceHyper, lr), &lr,
                               sizeof lr, cudaMemcpyHostToDevice));
     LVT_CUDA_CHECK(cudaDeviceSynchronize());

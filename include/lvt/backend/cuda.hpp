@@ -176,9 +176,10 @@ class CudaBackend {
     v_mirror_.assign(std::size_t(idx_.n_lora), 0.0f);
     dq_offset_.assign(std::size_t(store_.layers) * plan::proj_count, 0.0f);
     staging_.resize(std::size_t(idx_.wl.bytes));
-    // The whole arena starts zeroed (LoRA grads, moments), then the control block.
+    // The arena and the pinned pool start zeroed (LoRA grads, moments), then the control block.
     LVT_CUDA_CHECK(cudaMemset(mem_.arena(), 0, std::size_t(mem_.arena_bytes())));
     LVT_CUDA_CHECK(cudaDeviceSynchronize());
+    if (mem_.pinned_bytes() > 0) std::memset(mem_.pinned_base(), 0, std::size_t(mem_.pinned_bytes()));
     StepControl c{};
     c.scaler.scale = fp16_storage ? scaler_.scale : 1.0f;
     std::vector<float> inv(std::size_t(store_.rotary_dim() / 2));
@@ -206,8 +207,14 @@ class CudaBackend {
   const PlanOptions& options() const { return opt_; }
   const std::vector<LoraSlice>& lora_layout() const { return idx_.slices; }
   i64 lora_count() const { return idx_.n_lora; }
-  // Dynamic loss scaling (fp16): the settings, and the scale now (1 for bf16).
-  ops::loss_scale::Settings& loss_scale_settings() { return scale_settings_; }
+  // Dynamic loss scaling (fp16): the settings (kernel arguments: new ones drop the captured
+  // graphs), and the scale now (1 for bf16).
+  const ops::loss_scale::Settings& loss_scale_settings() const { return scale_settings_; }
+  void set_loss_scale_settings(const ops::loss_scale::Settings& s) {
+    ops::loss_scale::check_settings(s);
+    scale_settings_ = s;
+    drop_graphs();
+  }
   float loss_scale() {
     StepControl c = read_control();
     return c.scaler.scale;
@@ -249,6 +256,7 @@ class CudaBackend {
       LVT_CUDA_CHECK(cudaMemcpy(f(idx_.b_m), m_mirror_.data(), n, cudaMemcpyHostToDevice));
       LVT_CUDA_CHECK(cudaMemcpy(f(idx_.b_v), v_mirror_.data(), n, cudaMemcpyHostToDevice));
     }
+    LVT_CUDA_CHECK(cudaDeviceSynchronize());  // a pageable copy may return before it lands
   }
   void sync_lora_from_device() {
     if (!idx_.n_lora || opt_.offload_optimizer) return;
@@ -345,6 +353,14 @@ class CudaBackend {
   float baked_clip_ = -1;
 
   static int mode(bool train, bool update) { return train ? (update ? 2 : 1) : 0; }
+  void drop_graphs() {
+    for (auto& g : graphs_)
+      if (g) {
+        LVT_CUDA_CHECK(cudaGraphExecDestroy(g));
+        g = nullptr;
+      }
+    eager_runs_ = {};
+  }
 
   std::byte* bytes(int b) { return mem_.at(idx_.buffer(b)); }
   float* f(int b) { return b < 0 ? nullptr : reinterpret_cast<float*>(bytes(b)); }
@@ -473,7 +489,7 @@ class CudaBackend {
     }
   };
 
-  LayerOps layer_ops(int a, const plan::CommonWork& cw, std::byte* ws) {
+  LayerOps layer_ops(int a, const plan::CommonWork& cw, std::byte* ws, bool train) {
     const int l = idx_.action(a).layer;
     LayerOps L;
     L.stream = compute();
@@ -511,7 +527,9 @@ class CudaBackend {
       lo.dB = grads + s.b;
       lo.rank = opt_.lora_rank;
       lo.scale = scale;
-      lo.site = {control()->seed_state, std::uint64_t(l), std::uint64_t(s.proj), float(opt_.lora_dropout)};
+      // Evaluation runs without dropout (PEFT's eval mode); its graph is its own.
+      lo.site = {control()->seed_state, std::uint64_t(l), std::uint64_t(s.proj),
+                 train ? float(opt_.lora_dropout) : 0.0f};
     }
     return L;
   }
@@ -520,7 +538,7 @@ class CudaBackend {
     ops::rope::cuda::tables(cos, sin, control()->inv_freq, opt_.seq, store_.rotary_dim() / 2, compute());
   }
 
-  void forward_action(int a, bool recompute) {
+  void forward_action(int a, bool recompute, bool train) {
     const PlanIndex::ForwardPlace p = idx_.forward_place(a, recompute, [&](int b) { return bytes(b); });
     const auto w = PlanIndex::forward_work<S, float>(p.ws, p.fw);
     rope_tables(w.cos, w.sin);
@@ -529,7 +547,7 @@ class CudaBackend {
     S* out = s_(idx_.forward_output(a));
     // A recompute that need not rebuild its output writes it over `act` (dead by then).
     if (!out) out = w.act;
-    LayerOps L = layer_ops(a, p.fw.common, p.ws);
+    LayerOps L = layer_ops(a, p.fw.common, p.ws, train);
     model::block_forward(L, idx_.dims(), sv, w, x, out);
   }
 
@@ -541,7 +559,7 @@ class CudaBackend {
     rope_tables(w.cos, w.sin);
     const auto sv = PlanIndex::saved<S, float>(bytes(idx_.need(a, plan::Kind::activations, l)),
                                               plan::saved_layout(store_, opt_));
-    LayerOps L = layer_ops(a, bw.common, ws);
+    LayerOps L = layer_ops(a, bw.common, ws, true);
     model::block_backward(L, idx_.dims(), sv, w, s_(idx_.need(a, plan::Kind::residual, l)),
                           s_(idx_.need(a, plan::Kind::gradients)));
   }
@@ -639,7 +657,7 @@ class CudaBackend {
         copy(idx_.need(a, plan::Kind::weights, l), idx_.need(a, plan::Kind::weights, -1, plan::Role::slot),
              cudaMemcpyHostToDevice, st);
         break;
-      case plan::Op::forward: forward_action(a, false); break;
+      case plan::Op::forward: forward_action(a, false, train); break;
       case plan::Op::save_checkpoint:
         copy(idx_.need(a, plan::Kind::residual, l, plan::Role::none, R),
              idx_.need(a, plan::Kind::residual, l, plan::Role::checkpoint), cudaMemcpyDeviceToHost, st);
@@ -649,7 +667,7 @@ class CudaBackend {
              idx_.need(a, plan::Kind::residual, l, plan::Role::none, W), cudaMemcpyHostToDevice, st);
         break;
       case plan::Op::loss: loss_action(a, train); break;
-      case plan::Op::recompute: forward_action(a, true); break;
+      case plan::Op::recompute: forward_action(a, true, train); break;
       case plan::Op::backward: backward_action(a); break;
       case plan::Op::grads_to_host:
         if (opt) {
@@ -701,8 +719,13 @@ class CudaBackend {
                 std::uint64_t step_index) {
     const i64 n = plan::tokens(opt_);
     check_tokens(tokens, n, store_.vocab);
-    i64 kept = 0;
-    for (i64 i = 0; i < n; ++i) kept += targets[i] != ops::ignore_index;
+    // The host counts the kept targets (and names a bad one, as the host backend's loss does).
+    const i64 kept = ops::cross_entropy::count_labels(targets, n, store_.vocab);
+    if (opt && opt->step < 1)
+      throw Error("optimizer step " + std::to_string(opt->step) + ": AdamW counts steps from 1");
+    if (opt) ops::adamw::check_hyper(opt->adamw);
+    // Weights and adapters uploaded by plain cudaMemcpy (legacy stream) land before the step.
+    LVT_CUDA_CHECK(cudaDeviceSynchronize());
     // The host-written head of the control block, then tokens and targets.
     StepControl head{};
     head.seed_state[0] = seed_base;
@@ -722,11 +745,7 @@ class CudaBackend {
     }
     // The clip value is a kernel argument: a new one needs new graphs.
     if (opt && float(opt->clip) != baked_clip_) {
-      for (auto& g : graphs_)
-        if (g) {
-          LVT_CUDA_CHECK(cudaGraphExecDestroy(g));
-          g = nullptr;
-        }
+      drop_graphs();
       baked_clip_ = float(opt->clip);
     }
     const int m = mode(train, opt != nullptr);

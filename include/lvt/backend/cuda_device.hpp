@@ -114,6 +114,7 @@ class Allocations {
     return b.memory == plan::Memory::device ? device(b) : pinned(b);
   }
   void* arena() const { return arena_; }
+  void* pinned_base() const { return pinned_; }
   std::int64_t arena_bytes() const { return arena_bytes_; }
   std::int64_t pinned_bytes() const { return pinned_bytes_; }
 

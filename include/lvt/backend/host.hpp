@@ -228,7 +228,7 @@ class HostBackend {
   };
 
   LayerOps layer_ops(int a, const plan::CommonWork& cw, std::byte* ws, std::uint64_t seed_base,
-                     std::uint64_t step_index) {
+                     std::uint64_t step_index, bool train) {
     const int l = idx_.action(a).layer;
     LayerOps ops_;
     ops_.wl = &idx_.wl;
@@ -238,7 +238,8 @@ class HostBackend {
     ops_.lora_scratch = reinterpret_cast<float*>(ws + cw.lora.offset);
     idx_.bind_biases(ops_.w, ops_.bias);
     if (idx_.roles.trainable(opt_, l))
-      idx_.bind_lora(l, f(idx_.b_lora), f(idx_.b_grad), seed_base, step_index, ops_.lora, ops_.grads);
+      idx_.bind_lora(l, f(idx_.b_lora), f(idx_.b_grad), seed_base, step_index, train, ops_.lora,
+                     ops_.grads);
     return ops_;
   }
 
@@ -249,7 +250,8 @@ class HostBackend {
     ops::rope::tables(cos, sin, inv.data(), opt_.seq, half);
   }
 
-  void forward_action(int a, bool recompute, std::uint64_t seed_base, std::uint64_t step_index) {
+  void forward_action(int a, bool recompute, std::uint64_t seed_base, std::uint64_t step_index,
+                      bool train) {
     const PlanIndex::ForwardPlace p =
         idx_.forward_place(a, recompute, [&](int b) { return bytes(b); });
     const auto w = PlanIndex::forward_work<float, float>(p.ws, p.fw);
@@ -263,7 +265,7 @@ class HostBackend {
       discard.resize(std::size_t(plan::tokens(opt_) * store_.hidden));
       out = discard.data();
     }
-    LayerOps ops_ = layer_ops(a, p.fw.common, p.ws, seed_base, step_index);
+    LayerOps ops_ = layer_ops(a, p.fw.common, p.ws, seed_base, step_index, train);
     model::block_forward(ops_, idx_.dims(), s, w, x, out);
   }
 
@@ -277,7 +279,7 @@ class HostBackend {
                                                   plan::saved_layout(store_, opt_));
     const float* x = f(idx_.need(a, plan::Kind::residual, l));
     float* g = f(idx_.need(a, plan::Kind::gradients));
-    LayerOps ops_ = layer_ops(a, bw.common, ws, seed_base, step_index);
+    LayerOps ops_ = layer_ops(a, bw.common, ws, seed_base, step_index, true);
     model::block_backward(ops_, idx_.dims(), s, w, x, g);
   }
 
@@ -348,7 +350,7 @@ class HostBackend {
         case plan::Op::fetch_weights:
           copy(idx_.need(a, plan::Kind::weights, l), idx_.need(a, plan::Kind::weights, -1, plan::Role::slot));
           break;
-        case plan::Op::forward: forward_action(a, false, seed_base, step_index); break;
+        case plan::Op::forward: forward_action(a, false, seed_base, step_index, train); break;
         case plan::Op::save_checkpoint:
           copy(idx_.need(a, plan::Kind::residual, l, plan::Role::none, R),
                idx_.need(a, plan::Kind::residual, l, plan::Role::checkpoint));
@@ -365,7 +367,7 @@ class HostBackend {
           stop = !train;
           break;
         }
-        case plan::Op::recompute: forward_action(a, true, seed_base, step_index); break;
+        case plan::Op::recompute: forward_action(a, true, seed_base, step_index, train); break;
         case plan::Op::backward: backward_action(a, seed_base, step_index); break;
         case plan::Op::grads_to_host:
           if (opt) std::copy_n(f(idx_.b_grad), idx_.n_lora, f(idx_.b_hgrad));  // optimizer steps only

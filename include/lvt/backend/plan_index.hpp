@@ -213,10 +213,11 @@ class PlanIndex {
     bias[2] = reinterpret_cast<const T*>(w + wl.bias_v.offset);
   }
 
-  // LoRA of layer l bound to params / grads (fp32 flat buffers) with the run's dropout seeds.
+  // LoRA of layer l bound to params / grads (fp32 flat buffers) with the run's dropout seeds;
+  // without dropout when evaluating (PEFT's eval mode).
   template <class LoraT, class GradT>
   void bind_lora(int l, const float* params, float* grads, std::uint64_t seed_base,
-                 std::uint64_t step_index, LoraT* lora, GradT* lgrads) const {
+                 std::uint64_t step_index, bool train, LoraT* lora, GradT* lgrads) const {
     const double scale = ops::linear::lora_scale(opt_.lora_alpha, opt_.lora_rank, opt_.rslora);
     for (const LoraSlice& s : slices) {
       if (s.layer != l) continue;
@@ -225,7 +226,7 @@ class PlanIndex {
       lo.B = params + s.b;
       lo.rank = opt_.lora_rank;
       lo.scale = decltype(lo.scale)(scale);
-      lo.dropout = float(opt_.lora_dropout);
+      lo.dropout = train ? float(opt_.lora_dropout) : 0.0f;
       lo.seed = ops::dropout_seed(seed_base, step_index, std::uint64_t(l), std::uint64_t(s.proj));
       lgrads[s.proj] = {grads + s.a, grads + s.b};
     }

@@ -59,20 +59,19 @@ inline StepScalars scalars(const Hyper& h, std::int64_t step) {
 // host rewrites between replays (the lr follows the schedule), so no kernel argument changes.
 // `step` is the 1-based count of the update that reads it (advance_step increments it on the
 // device, unless the step is skipped). Plain data, the same layout on host and device.
+// Double, as the host's Hyper: the bias corrections come out bit-identical to the host's.
 struct DeviceHyper {
-  float lr, beta1, beta2, eps, weight_decay;
-  float pad;  // keeps `step` 8-byte aligned
+  double lr, beta1, beta2, eps, weight_decay;
   std::int64_t step;
 };
-static_assert(sizeof(DeviceHyper) == 32, "DeviceHyper is copied to the device byte for byte");
+static_assert(sizeof(DeviceHyper) == 48, "DeviceHyper is copied to the device byte for byte");
 
 // A checked DeviceHyper for `h` at `step` (0 before the first advance_step).
 inline DeviceHyper device_hyper(const Hyper& h, std::int64_t step) {
   require(step >= 0, "adamw", "the device step count must be >= 0 (0 before the first update)",
           step);
   check_hyper(h);
-  return {float(h.lr), float(h.beta1), float(h.beta2), float(h.eps), float(h.weight_decay), 0.0f,
-          step};
+  return {h.lr, h.beta1, h.beta2, h.eps, h.weight_decay, step};
 }
 
 // One element, shared with the CUDA kernel.

@@ -199,6 +199,8 @@ void backward_weight(T* dW, std::int64_t lddw, const T* dy, std::int64_t lddy, c
 #if LVT_CUDA
 #include <cublasLt.h>
 
+#include <cstdint>
+
 #include <type_traits>
 
 #include <string>
@@ -285,6 +287,19 @@ class Gemm {
     LVT_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
     LVT_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
         pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace_bytes_, sizeof workspace_bytes_));
+    // The heuristic assumes 256-byte aligned operands unless told: LoRA slices and chunked
+    // operands are only as aligned as their offsets, so say what each pointer really is.
+    auto alignment = [](const void* p) {
+      std::uint32_t a = 256;
+      while (a > 1 && reinterpret_cast<std::uintptr_t>(p) % a != 0) a >>= 1;
+      return a;
+    };
+    const std::uint32_t align[4] = {alignment(B), alignment(A), alignment(C), alignment(C)};
+    const cublasLtMatmulPreferenceAttributes_t which[4] = {
+        CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+        CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES};
+    for (int i = 0; i < 4; ++i)
+      LVT_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, which[i], &align[i], sizeof align[i]));
     cublasLtMatmulHeuristicResult_t h{};
     int found = 0;
     LVT_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(handle_, desc, la, lb, lc, lc, pref, 1, &h, &found));
