@@ -148,9 +148,6 @@ class CudaBackend {
     if (model.rope_scaling == RopeScaling::longrope)
       throw Error("rope_scaling 'longrope' (Phi-4-mini) needs the per-dimension factor lists, "
                   "which the backends do not apply; its plan is valid, training is not");
-    if (store_.ffn < store_.hidden)
-      throw Error("the CUDA backend discards a recomputed segment's last output into the MLP "
-                  "scratch, which needs intermediate_size >= hidden_size");
     if (store_.rotary_dim() / 2 > 256)
       throw Error("rotary_dim " + std::to_string(store_.rotary_dim()) + " is above the CUDA "
                   "backend's 512");
@@ -544,9 +541,7 @@ class CudaBackend {
     rope_tables(w.cos, w.sin);
     const auto sv = PlanIndex::saved<S, float>(p.saved_base, p.saved);
     const S* x = s_(idx_.forward_input(a));
-    S* out = s_(idx_.forward_output(a));
-    // A recompute that need not rebuild its output writes it over `act` (dead by then).
-    if (!out) out = w.act;
+    S* out = s_(idx_.forward_output(a));  // null: a recompute that rebuilds only what backward needs
     LayerOps L = layer_ops(a, p.fw.common, p.ws, train);
     model::block_forward(L, idx_.dims(), sv, w, x, out);
   }

@@ -258,13 +258,8 @@ class HostBackend {
     rope_tables(w.cos, w.sin);
     const auto s = PlanIndex::saved<float, float>(p.saved_base, p.saved);
     const float* x = f(idx_.forward_input(a));
-    // A recompute of a segment's last layer rebuilds only what backward needs, not its output.
-    std::vector<float> discard;
+    // A recompute of a segment's last layer rebuilds only what backward needs: no output.
     float* out = f(idx_.forward_output(a));
-    if (!out) {
-      discard.resize(std::size_t(plan::tokens(opt_) * store_.hidden));
-      out = discard.data();
-    }
     LayerOps ops_ = layer_ops(a, p.fw.common, p.ws, seed_base, step_index, train);
     model::block_forward(ops_, idx_.dims(), s, w, x, out);
   }

@@ -49,7 +49,9 @@ struct BlockBackwardWork {
   F *attn_row, *cos, *sin;
 };
 
-// x [tokens, hidden] -> out [tokens, hidden]; fills s. cos/sin tables are ready in w.
+// x [tokens, hidden] -> out [tokens, hidden]; fills s. cos/sin tables are ready in w. With out
+// null (the recompute of a checkpointed segment's last layer, whose output backward never reads)
+// it stops once s is complete.
 template <class Ops, class T, class S>
 void block_forward(Ops& ops, const BlockDims& d, const BlockSaved<T, S>& s,
                    const BlockForwardWork<T, S>& w, const T* x, T* out) {
@@ -67,6 +69,7 @@ void block_forward(Ops& ops, const BlockDims& d, const BlockSaved<T, S>& s,
   ops.rmsnorm_forward(s.xn2, s.rstd2, s.h, ops.norm(1), n, H, d.eps);
   ops.linear_forward(gate_proj, s.gate, s.xn2, n);
   ops.linear_forward(up_proj, s.up, s.xn2, n);
+  if (!out) return;  // a recompute that only rebuilds what backward needs
   ops.swiglu_forward(w.act, s.gate, s.up, n, d.ffn);
   ops.linear_forward(down_proj, out, w.act, n);
   ops.add(out, out, s.h, n * H);
