@@ -51,6 +51,7 @@
 #include "lvt/backend/cuda.hpp"
 #include "lvt/model/presets.hpp"
 #include "lvt/quant/blockwise.hpp"
+#include "../gpu_bench_main.hpp"
 
 namespace {
 
@@ -498,29 +499,5 @@ void register_all() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool list_only = false;
-  for (int i = 1; i < argc; ++i)
-    if (std::strcmp(argv[i], "--benchmark_list_tests") == 0 ||
-        std::strcmp(argv[i], "--benchmark_list_tests=true") == 0)
-      list_only = true;
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  register_all();
-
-  const std::string why = lvt::cuda::unavailable_reason(0);
-  if (!why.empty()) {
-    std::fprintf(stderr, "bench_step_cuda: needs a GPU: %s; nothing measured\n", why.c_str());
-    if (list_only) benchmark::RunSpecifiedBenchmarks();  // lists the names only, touches no device
-    return 77;  // meson's "skipped"
-  }
-  cudaDeviceProp p{};
-  if (cudaGetDeviceProperties(&p, 0) != cudaSuccess) {
-    std::fprintf(stderr, "bench_step_cuda: cudaGetDeviceProperties failed\n");
-    return 1;
-  }
-  benchmark::AddCustomContext("gpu", p.name);
-  benchmark::AddCustomContext("gpu_memory_gib", std::to_string(double(p.totalGlobalMem) / gib));
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
+  return gpu_benchmark_main(argc, argv, "bench_step_cuda", register_all, [] {}, [] {});
 }

@@ -53,6 +53,7 @@
 #include "lvt/ops/rope.hpp"
 #include "lvt/ops/swiglu.hpp"
 #include "lvt/quant/blockwise.hpp"
+#include "../gpu_bench_main.hpp"
 #include "lvt/quant/numeric.hpp"
 
 namespace {
@@ -713,37 +714,12 @@ void register_all() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool list_only = false;
-  for (int i = 1; i < argc; ++i)
-    if (std::strcmp(argv[i], "--benchmark_list_tests") == 0 ||
-        std::strcmp(argv[i], "--benchmark_list_tests=true") == 0)
-      list_only = true;
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  register_all();
-
-  int devices = 0;
-  const cudaError_t e = cudaGetDeviceCount(&devices);
-  if (e != cudaSuccess || devices == 0) {
-    std::fprintf(stderr, "bench_kernels_cuda: needs a GPU: %s; nothing measured\n",
-                 e != cudaSuccess ? cudaGetErrorString(e) : "no CUDA device");
-    if (!list_only) return 77;  // meson's "skipped"
-    benchmark::RunSpecifiedBenchmarks();  // lists the names only, touches no device
-    return 77;
-  }
-  try {
-    the_gpu = new Gpu();
-  } catch (const std::exception& ex) {
-    std::fprintf(stderr, "bench_kernels_cuda: GPU setup failed: %s\n", ex.what());
-    return 1;
-  }
-  const cudaDeviceProp& p = gpu().prop;
-  benchmark::AddCustomContext("gpu", p.name);
-  benchmark::AddCustomContext("gpu_memory_gib", std::to_string(double(p.totalGlobalMem) / double(gib)));
-  benchmark::AddCustomContext("l2_flush_mib", std::to_string(gpu().flush->bytes() >> 20));
-  benchmark::AddCustomContext("cublaslt_workspace_mib", std::to_string(cublas_workspace_bytes >> 20));
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  delete the_gpu;
-  return 0;
+  return gpu_benchmark_main(
+      argc, argv, "bench_kernels_cuda", register_all,
+      [] {
+        the_gpu = new Gpu();
+        benchmark::AddCustomContext("l2_flush_mib", std::to_string(gpu().flush->bytes() >> 20));
+        benchmark::AddCustomContext("cublaslt_workspace_mib", std::to_string(cublas_workspace_bytes >> 20));
+      },
+      [] { delete the_gpu; });
 }

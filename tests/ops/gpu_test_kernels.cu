@@ -18,20 +18,14 @@
 #include "lvt/ops/rmsnorm.hpp"
 #include "lvt/ops/rope.hpp"
 #include "lvt/ops/swiglu.hpp"
+#include "../gpu_util.hpp"
 
 using namespace lvt;
+using namespace lvt::test;
 using lvt::bf16;
 using lvt::fp16;
 
 namespace {
-
-std::vector<float> random_floats(std::size_t n, std::uint64_t seed, float lo = -1, float hi = 1) {
-  std::mt19937_64 rng(seed);
-  std::uniform_real_distribution<float> d(lo, hi);
-  std::vector<float> v(n);
-  for (float& x : v) x = d(rng);
-  return v;
-}
 
 // A device copy of host values in storage S, and back to float.
 template <class S>
@@ -55,28 +49,8 @@ struct Dev {
   }
 };
 
-// The host reference sees the same storage-rounded inputs the kernel sees.
-template <class S>
-std::vector<float> rounded(std::vector<float> v) {
-  for (float& x : v) x = lvt::to_float(lvt::from_float<S>(x));
-  return v;
-}
-
 template <class S>
 constexpr double tolerance = sizeof(S) == 4 ? 1e-5 : 1e-2;
-
-void check_close(const std::vector<float>& got, const std::vector<float>& want, double tol,
-                 const char* what) {
-  REQUIRE(got.size() == want.size());
-  double max_err = 0, max_ref = 0;
-  for (std::size_t i = 0; i < got.size(); ++i) {
-    max_err = std::fmax(max_err, std::fabs(double(got[i]) - want[i]));
-    max_ref = std::fmax(max_ref, std::fabs(double(want[i])));
-  }
-  INFO(what << ": max abs error " << max_err << ", max |reference| " << max_ref);
-  CHECK(max_ref > 0);
-  CHECK(max_err <= tol * max_ref);
-}
 
 template <class S>
 void rmsnorm_case() {

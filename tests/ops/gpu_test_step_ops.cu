@@ -18,18 +18,12 @@
 #include "lvt/ops/grad_clip.hpp"
 #include "lvt/ops/loss_scale.hpp"
 #include "lvt/ops/matmul.hpp"
+#include "../gpu_util.hpp"
 
 using namespace lvt;
+using namespace lvt::test;
 
 namespace {
-
-std::vector<float> random_floats(std::size_t n, std::uint64_t seed, float lo = -1, float hi = 1) {
-  std::mt19937_64 rng(seed);
-  std::uniform_real_distribution<float> d(lo, hi);
-  std::vector<float> v(n);
-  for (float& x : v) x = d(rng);
-  return v;
-}
 
 // A device buffer of n T's, optionally filled from the host.
 template <class T>
@@ -56,38 +50,6 @@ struct Dev {
   }
   T value() const { return get().at(0); }
 };
-
-// Storage S on the device from float host values, and back.
-template <class S>
-std::vector<S> to_storage(const std::vector<float>& v) {
-  std::vector<S> s(v.size());
-  for (std::size_t i = 0; i < v.size(); ++i) s[i] = lvt::from_float<S>(v[i]);
-  return s;
-}
-template <class S>
-std::vector<float> to_floats(const std::vector<S>& s) {
-  std::vector<float> v(s.size());
-  for (std::size_t i = 0; i < s.size(); ++i) v[i] = lvt::to_float(s[i]);
-  return v;
-}
-template <class S>
-std::vector<float> rounded(std::vector<float> v) {
-  for (float& x : v) x = lvt::to_float(lvt::from_float<S>(x));
-  return v;
-}
-
-void check_close(const std::vector<float>& got, const std::vector<float>& want, double tol,
-                 const char* what) {
-  REQUIRE(got.size() == want.size());
-  double max_err = 0, max_ref = 0;
-  for (std::size_t i = 0; i < got.size(); ++i) {
-    max_err = std::fmax(max_err, std::fabs(double(got[i]) - want[i]));
-    max_ref = std::fmax(max_ref, std::fabs(double(want[i])));
-  }
-  INFO(what << ": max abs error " << max_err << ", max |reference| " << max_ref);
-  CHECK(max_ref > 0);
-  CHECK(max_err <= tol * max_ref);
-}
 
 bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * 4) == 0;

@@ -298,11 +298,11 @@ class CudaBackend {
     return true;
   }
   void set_norm(int l, int which, const float* w) {
-    const plan::Span s = which == 0 ? idx_.wl.input_norm : idx_.wl.post_norm;
+    const plan::Span s = idx_.norm_span(which);
     put(idx_.b_weights[std::size_t(l)], s.offset, w, model_.hidden);
   }
   void set_bias(int l, int proj, const float* w) {
-    const plan::Span s = proj == 0 ? idx_.wl.bias_q : proj == 1 ? idx_.wl.bias_k : idx_.wl.bias_v;
+    const plan::Span s = idx_.bias_span(proj);
     put(idx_.b_weights[std::size_t(l)], s.offset, w, s.bytes / i64(sizeof(S)));
   }
 

@@ -143,11 +143,11 @@ class HostBackend {
     return store_quant4(layer_bytes(l), idx_.wl.linear[proj], opt_, q);
   }
   void set_norm(int l, int which, const float* w) {
-    const plan::Span s = which == 0 ? idx_.wl.input_norm : idx_.wl.post_norm;
+    const plan::Span s = idx_.norm_span(which);
     std::memcpy(layer_bytes(l) + s.offset, w, std::size_t(s.bytes));
   }
   void set_bias(int l, int proj, const float* w) {
-    const plan::Span s = proj == 0 ? idx_.wl.bias_q : proj == 1 ? idx_.wl.bias_k : idx_.wl.bias_v;
+    const plan::Span s = idx_.bias_span(proj);
     std::memcpy(layer_bytes(l) + s.offset, w, std::size_t(s.bytes));
   }
   // Dequantized projection (tests, merges).

@@ -204,13 +204,16 @@ class PlanIndex {
                    int(plan::Access::write));
   }
 
+  // Where a layer's input (0) / post-attention (1) norm and its q/k/v biases lie in its bytes.
+  plan::Span norm_span(int which) const { return which == 0 ? wl.input_norm : wl.post_norm; }
+  plan::Span bias_span(int proj) const {
+    return proj == 0 ? wl.bias_q : proj == 1 ? wl.bias_k : wl.bias_v;
+  }
   // Qwen2's q/k/v biases inside a layer's weight bytes (left null for models without them).
   template <class T>
   void bind_biases(const std::byte* w, const T* (&bias)[3]) const {
     if (!store_.qkv_bias) return;
-    bias[0] = reinterpret_cast<const T*>(w + wl.bias_q.offset);
-    bias[1] = reinterpret_cast<const T*>(w + wl.bias_k.offset);
-    bias[2] = reinterpret_cast<const T*>(w + wl.bias_v.offset);
+    for (int p = 0; p < 3; ++p) bias[p] = reinterpret_cast<const T*>(w + bias_span(p).offset);
   }
 
   // LoRA of layer l bound to params / grads (fp32 flat buffers) with the run's dropout seeds;
