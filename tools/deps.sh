@@ -11,6 +11,11 @@ command -v cmake >/dev/null || need+=(cmake)
 [ -f /usr/include/doctest/doctest.h ] || need+=(doctest-dev)
 [ -f /usr/include/nlohmann/json.hpp ] || need+=(nlohmann-json3-dev)
 [ -f /usr/include/benchmark/benchmark.h ] || need+=(libbenchmark-dev)
+# text/: Oniguruma (the regex engine of the tokenizers library) and utf8proc (NFC / NFKC).
+[ -f /usr/include/oniguruma.h ] || need+=(libonig-dev)
+[ -f /usr/include/utf8proc.h ] || need+=(libutf8proc-dev)
+# tools/peers-venv: the pinned peer libraries (tokenizers, transformers, ...) in a venv.
+python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 if [ "${LVT_SANITIZE:-}" = 1 ]; then
   command -v clang++ >/dev/null || need+=(clang)
 fi
