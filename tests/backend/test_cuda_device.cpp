@@ -39,8 +39,15 @@ TEST_CASE("a plan that does not fit the free memory is refused before allocating
     CHECK(m.find(plan::format_bytes(p.summary.arena_bytes)) != std::string::npos);
     CHECK(m.find("missing") != std::string::npos);
   }
+  // The arena alone is not enough: the runtime margin must stay free beside it.
   d.free_bytes = p.summary.arena_bytes;
+  CHECK_THROWS_WITH_AS(cuda::check_fits(p.summary, d), doctest::Contains("beside it"), Error);
+  d.free_bytes = p.summary.arena_bytes + plan::cuda_runtime_margin_bytes - 1;
+  CHECK_THROWS_WITH_AS(cuda::check_fits(p.summary, d), doctest::Contains("(1 B missing)"), Error);
+  d.free_bytes = p.summary.arena_bytes + plan::cuda_runtime_margin_bytes;
   CHECK_NOTHROW(cuda::check_fits(p.summary, d));
+  // The plan counts the margin in its context reserve: a budget that fits the plan leaves it.
+  CHECK(p.summary.context_reserve_bytes == plan::cuda_context_bytes + plan::cuda_runtime_margin_bytes);
 }
 
 TEST_CASE("no GPU: a clear reason; with a GPU: the arena is one allocation of the planned size") {

@@ -14,24 +14,12 @@
 #include "lvt/ops/linear.hpp"
 #include "lvt/ops/matmul.hpp"
 #include "lvt/quant/blockwise.hpp"
+#include "../gpu_util.hpp"
 
 using namespace lvt;
+using namespace lvt::test;
 
 namespace {
-
-std::vector<float> uniform(std::size_t n, std::uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::uniform_real_distribution<float> d(-1, 1);
-  std::vector<float> v(n);
-  for (float& x : v) x = d(rng);
-  return v;
-}
-
-template <class S>
-std::vector<float> round_to(std::vector<float> v) {
-  for (float& x : v) x = lvt::to_float(lvt::from_float<S>(x));
-  return v;
-}
 
 template <class S>
 S* upload(const std::vector<float>& v) {
@@ -52,22 +40,12 @@ std::vector<float> download(const S* p, std::size_t n) {
   return v;
 }
 
-void close(const std::vector<float>& got, const std::vector<double>& want, double tol, const char* what) {
-  double err = 0, ref = 0;
-  for (std::size_t i = 0; i < got.size(); ++i) {
-    err = std::fmax(err, std::fabs(got[i] - want[i]));
-    ref = std::fmax(ref, std::fabs(want[i]));
-  }
-  INFO(what << ": max abs error " << err << ", max |reference| " << ref);
-  CHECK(ref > 0);
-  CHECK(err <= tol * ref);
-}
 
 template <class S>
 void gemm_case(bool ta, bool tb) {
   const std::int64_t M = 67, N = 130, K = 96;
-  const auto A = round_to<S>(uniform(std::size_t(M * K), 1)), B = round_to<S>(uniform(std::size_t(K * N), 2));
-  const auto C0 = round_to<S>(uniform(std::size_t(M * N), 3));
+  const auto A = rounded<S>(random_floats(std::size_t(M * K), 1)), B = rounded<S>(random_floats(std::size_t(K * N), 2));
+  const auto C0 = rounded<S>(random_floats(std::size_t(M * N), 3));
   std::vector<double> want(std::size_t(M * N));
   for (std::int64_t i = 0; i < M; ++i)
     for (std::int64_t j = 0; j < N; ++j) {
@@ -86,7 +64,7 @@ void gemm_case(bool ta, bool tb) {
   gemm.run(dC, dA, dB, M, N, K, ta, tb, 0.7f, 1.0f, nullptr);
   CAPTURE(ta);
   CAPTURE(tb);
-  close(download(dC, want.size()), want, sizeof(S) == 4 ? 1e-5 : 1e-2, "gemm");
+  check_close(download(dC, want.size()), want, sizeof(S) == 4 ? 1e-5 : 1e-2, "gemm");
   cudaFree(dA);
   cudaFree(dB);
   cudaFree(dC);
@@ -107,9 +85,9 @@ TEST_CASE("cuBLASLt bias epilogue: y = x W^T + bias (Qwen2's q/k/v), fp32 and bf
   auto run_case = [](auto tag) {
     using S = decltype(tag);
     const std::int64_t rows = 37, in = 96, out = 130;
-    const auto x = round_to<S>(uniform(std::size_t(rows * in), 11));
-    const auto W = round_to<S>(uniform(std::size_t(out * in), 12));
-    const auto bias = round_to<S>(uniform(std::size_t(out), 13));
+    const auto x = rounded<S>(random_floats(std::size_t(rows * in), 11));
+    const auto W = rounded<S>(random_floats(std::size_t(out * in), 12));
+    const auto bias = rounded<S>(random_floats(std::size_t(out), 13));
     std::vector<double> want(std::size_t(rows * out));
     for (std::int64_t n = 0; n < rows; ++n)
       for (std::int64_t j = 0; j < out; ++j) {
@@ -124,7 +102,7 @@ TEST_CASE("cuBLASLt bias epilogue: y = x W^T + bias (Qwen2's q/k/v), fp32 and bf
     S *dx = upload<S>(x), *dW = upload<S>(W), *db = upload<S>(bias), *dy = nullptr;
     LVT_CUDA_CHECK(cudaMalloc(&dy, std::size_t(rows * out) * sizeof(S)));
     gemm.run<S>(dy, dx, dW, rows, out, in, false, true, 1.0f, 0.0f, nullptr, db);
-    close(download(dy, want.size()), want, sizeof(S) == 4 ? 1e-5 : 1e-2, "gemm + bias");
+    check_close(download(dy, want.size()), want, sizeof(S) == 4 ? 1e-5 : 1e-2, "gemm + bias");
     for (void* p : {(void*)dx, (void*)dW, (void*)db, (void*)dy, ws}) cudaFree(p);
   };
   run_case(float{});
@@ -133,12 +111,12 @@ TEST_CASE("cuBLASLt bias epilogue: y = x W^T + bias (Qwen2's q/k/v), fp32 and bf
 
 TEST_CASE("QLoRA linear forward: NF4 + DQ dequantized to bf16 on the device, then cuBLASLt") {
   const std::int64_t rows = 64, in = 512, out = 384;
-  const auto W = uniform(std::size_t(out * in), 4);
-  const auto x = round_to<lvt::bf16>(uniform(std::size_t(rows * in), 5));
+  const auto W = random_floats(std::size_t(out * in), 4);
+  const auto x = rounded<lvt::bf16>(random_floats(std::size_t(rows * in), 5));
   const quant::Quant4 q = quant::quantize4(quant::Code4::nf4, W.data(), out * in, 64, true, "W");
   std::vector<float> Wd(W.size());
   quant::dequantize4(q, Wd.data());
-  const auto Wb = round_to<lvt::bf16>(Wd);  // the device dequantizes to bf16
+  const auto Wb = rounded<lvt::bf16>(Wd);  // the device dequantizes to bf16
   std::vector<float> yh(std::size_t(rows * out));
   ops::linear::forward(yh.data(), static_cast<float*>(nullptr), x.data(), Wb.data(),
                        static_cast<const float*>(nullptr), ops::linear::Lora<float>{}, rows, in, out);
@@ -163,14 +141,14 @@ TEST_CASE("QLoRA linear forward: NF4 + DQ dequantized to bf16 on the device, the
   lvt::bf16* dx = upload<lvt::bf16>(x);
   lvt::bf16* dy = upload<lvt::bf16>(std::vector<float>(yh.size()));
   gemm.run(dy, dx, static_cast<const lvt::bf16*>(wbuf), rows, out, in, false, true, 1.0f, 0.0f, nullptr);
-  close(download(dy, yh.size()), want, 1e-2, "nf4 linear");
+  check_close(download(dy, yh.size()), want, 1e-2, "nf4 linear");
   for (void* p : {(void*)packed, (void*)codes, (void*)nested, (void*)wbuf, ws, (void*)dx, (void*)dy}) cudaFree(p);
 }
 
 template <class S>
 void loss_case() {
   const std::int64_t n = 45, dim = 96, vocab = 1000, chunk = 16;
-  const auto h = round_to<S>(uniform(std::size_t(n * dim), 30)), W = round_to<S>(uniform(std::size_t(vocab * dim), 31));
+  const auto h = rounded<S>(random_floats(std::size_t(n * dim), 30)), W = rounded<S>(random_floats(std::size_t(vocab * dim), 31));
   std::vector<std::int32_t> labels(static_cast<std::size_t>(n));
   std::mt19937_64 rng(32);
   for (auto& l : labels) l = std::int32_t(rng() % vocab);
@@ -194,7 +172,7 @@ void loss_case() {
                                                                  chunk, want.count, 0.5, gemm, nullptr);
   CHECK(got.count == want.count);
   CHECK(got.loss_sum == doctest::Approx(want.loss_sum).epsilon(sizeof(S) == 4 ? 1e-5 : 1e-3));
-  close(download(dD, dh.size()), std::vector<double>(dh.begin(), dh.end()), sizeof(S) == 4 ? 1e-5 : 1e-2,
+  check_close(download(dD, dh.size()), std::vector<double>(dh.begin(), dh.end()), sizeof(S) == 4 ? 1e-5 : 1e-2,
         "d hidden");
   for (void* p : {(void*)dH, (void*)dW, (void*)dD, (void*)dl, (void*)rows, sc, ws}) cudaFree(p);
 }

@@ -18,6 +18,8 @@
 #include "lvt/ops/grad_clip.hpp"
 #include "lvt/ops/loss_scale.hpp"
 #include "lvt/ops/matmul.hpp"
+#include "lvt/ops/rope.hpp"
+#include "lvt/model/presets.hpp"
 #include "../gpu_util.hpp"
 
 using namespace lvt;
@@ -379,6 +381,31 @@ TEST_CASE("step ops capture into a CUDA graph; replays read new device scalars")
   LVT_CUDA_CHECK(cudaGraphExecDestroy(exec));
   LVT_CUDA_CHECK(cudaGraphDestroy(graph));
   LVT_CUDA_CHECK(cudaStreamDestroy(stream));
+}
+
+// ---- rope tables -------------------------------------------------------------------------------
+
+TEST_CASE("rope: the device cos / sin tables the backend builds each step equal the host's") {
+  // Plain theta (Qwen2.5), llama3 frequency scaling (Llama 3.2), partial rotary (0.75 of the head,
+  // as phi3) with linear scaling; 32k positions, where the fp32 angle is large.
+  ModelConfig partial = presets::llama_3_2_1b;
+  partial.partial_rotary_factor = 0.75;
+  partial.rope_scaling = RopeScaling::linear;
+  partial.rope_factor = 4.0;
+  for (const ModelConfig& c : {presets::qwen2_5_7b, presets::llama_3_2_1b, partial}) {
+    const int half = ops::rope::inv_freq_elems(c);
+    const std::int64_t seq = 32768;
+    std::vector<float> inv(static_cast<std::size_t>(half));
+    ops::rope::inv_freq(inv.data(), c);
+    std::vector<float> cs(std::size_t(seq) * half), sn(cs.size());
+    ops::rope::tables(cs.data(), sn.data(), inv.data(), seq, half);
+    Dev<float> dinv(inv), dcs(cs.size()), dsn(sn.size());
+    ops::rope::cuda::tables(dcs.p, dsn.p, dinv.p, seq, half, nullptr);
+    INFO("rotary_dim " << c.rotary_dim() << ", theta " << c.rope_theta);
+    // Both take the angle in fp32 and cos / sin in double: at most one float rounding apart.
+    check_close(dcs.get(), cs, 1e-6, "rope cos table");
+    check_close(dsn.get(), sn, 1e-6, "rope sin table");
+  }
 }
 
 #include "../gpu_main.hpp"

@@ -329,6 +329,25 @@ TEST_CASE("swiglu: silu(gate) * up; FD gradients; fused gate_up stride") {
 
 // ---- matmul ------------------------------------------------------------------------------------
 
+TEST_CASE("attention: when the CUDA launchers fall back to the simple kernels, and what they say") {
+  using ops::attention::simple_attention_reason;
+  for (int d : {64, 80, 96, 128}) CHECK(simple_attention_reason(d, true, true) == nullptr);
+  CHECK(std::string(simple_attention_reason(72, true, true)).find("head_dim is not 64, 80, 96 or 128") == 0);
+  CHECK(std::string(simple_attention_reason(64, false, true)).find("no tiled kernels") != std::string::npos);
+  CHECK(std::string(simple_attention_reason(64, true, false)).find("16-byte aligned") != std::string::npos);
+  const std::string w = ops::attention::simple_attention_warning(simple_attention_reason(72, true, true), 72);
+  CHECK(w.find("warning: attention runs the simple CUDA kernels (head_dim is not") != std::string::npos);
+  CHECK(w.find("head_dim 72") != std::string::npos);
+}
+
+TEST_CASE("matmul: cuBLASLt's 'no algorithm' error names the shape, types and alignments") {
+  const std::uint32_t align[4] = {16, 2, 256, 256};  // cuBLASLt's A (our B), B (our A), C, D
+  const std::string m = ops::matmul::no_algorithm_message(4096, 8, 11008, false, true, "bf16", align);
+  CHECK(m.find("no algorithm for a 4096 x 8 x 11008 GEMM") != std::string::npos);
+  CHECK(m.find("A B^T, bf16") != std::string::npos);
+  CHECK(m.find("aligned to 2 / 16 / 256 bytes (A / B / C)") != std::string::npos);
+}
+
 TEST_CASE("matmul: blocked products equal the naive sums (edge tiles, depth > one panel)") {
   // 37 rows (> row_block, not a multiple of 4), 37 outputs (not a multiple of 16), depth 300
   // (> depth_block), leading dimensions wider than the rows.

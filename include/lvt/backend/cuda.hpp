@@ -168,6 +168,9 @@ class CudaBackend {
     LVT_CUDA_CHECK(cudaEventCreateWithFlags(&start_, cudaEventDisableTiming));
     gemm_ = std::make_unique<ops::matmul::cuda::Gemm>(bytes(idx_.b_cublas),
                                                      std::size_t(idx_.buffer(idx_.b_cublas).bytes));
+    // The dynamic code map is allocated (and copied) on first use: a first use inside a graph
+    // capture would invalidate it, so it exists before any step.
+    if (opt_.double_quant) (void)quant::device_dynamic_map();
     lora_mirror_.assign(std::size_t(idx_.n_lora), 0.0f);
     m_mirror_.assign(std::size_t(idx_.n_lora), 0.0f);
     v_mirror_.assign(std::size_t(idx_.n_lora), 0.0f);
@@ -285,15 +288,17 @@ class CudaBackend {
   void set_projection(int l, int proj, const float* w, const std::string& name) {
     const plan::LinearLayout& L = idx_.wl.linear[proj];
     store_linear(staging_.data(), L, opt_, w, name);
-    if (opt_.double_quant && (opt_.quant == QuantKind::nf4 || opt_.quant == QuantKind::fp4))
-      std::memcpy(&dq_offset_[std::size_t(l) * plan::proj_count + std::size_t(proj)],
-                  staging_.data() + L.offset.offset, 4);
+    if (opt_.double_quant && (opt_.quant == QuantKind::nf4 || opt_.quant == QuantKind::fp4)) {
+      float offset = 0;
+      std::memcpy(&offset, staging_.data() + L.offset.offset, 4);
+      set_dq_offset(l, proj, offset);
+    }
     upload_layer_range(l, L.data.offset, L.bytes);
   }
   bool set_projection_quant4(int l, int proj, const quant::Quant4& q) {
     const plan::LinearLayout& L = idx_.wl.linear[proj];
     if (!store_quant4(staging_.data(), L, opt_, q)) return false;
-    if (q.nested) dq_offset_[std::size_t(l) * plan::proj_count + std::size_t(proj)] = q.offset;
+    if (q.nested) set_dq_offset(l, proj, q.offset);
     upload_layer_range(l, L.data.offset, L.bytes);
     return true;
   }
@@ -357,6 +362,14 @@ class CudaBackend {
         g = nullptr;
       }
     eager_runs_ = {};
+  }
+
+  // Double quantization's offset is a kernel argument, baked into captured graphs: a new value
+  // drops them (loading weights after a step recaptures; loading before costs nothing).
+  void set_dq_offset(int l, int proj, float offset) {
+    float& slot = dq_offset_[std::size_t(l) * plan::proj_count + std::size_t(proj)];
+    if (std::memcmp(&slot, &offset, 4) != 0) drop_graphs();
+    slot = offset;
   }
 
   std::byte* bytes(int b) { return mem_.at(idx_.buffer(b)); }
@@ -792,3 +805,14 @@ class CudaBackend {
 };
 
 }  // namespace lvt::backend
+
+// lvt's own executables (the lvt command, the GPU step tests, the step benchmark) compile the
+// backend once, in tools/cuda_backend.cu, and define LVT_CUDA_BACKEND_EXTERN everywhere else so
+// no other translation unit instantiates its kernels again (each one costs minutes of nvcc per
+// target architecture). Code using the header on its own instantiates what it uses, as usual.
+#if defined(LVT_CUDA_BACKEND_EXTERN)
+namespace lvt::backend {
+extern template class CudaBackend<bf16>;
+extern template class CudaBackend<fp16>;
+}  // namespace lvt::backend
+#endif

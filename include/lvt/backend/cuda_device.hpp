@@ -62,17 +62,21 @@ inline DeviceInfo select_device(int index = 0) {
   return d;
 }
 
-// The plan's arena plus what cuBLASLt and the kernels' launch state need beyond it must fit the
-// memory free now (the context is already created by select_device, so its reserve is spent).
-// Throws before anything is allocated, with the numbers and the fix.
+// The plan's arena plus the stated runtime margin (what cuBLASLt, lazily loaded kernels and graph
+// instantiation allocate after this check) must fit the memory free now (the context is already
+// created by select_device, so its part of the reserve is spent). Throws before anything is
+// allocated, with the numbers and the fix.
 inline void check_fits(const plan::Summary& s, const DeviceInfo& d) {
-  if (s.arena_bytes <= d.free_bytes) return;
-  throw Error("the plan's device arena needs " + plan::format_bytes(s.arena_bytes) + " but " +
-              d.name + " has " + plan::format_bytes(d.free_bytes) + " free of " +
-              plan::format_bytes(d.total_bytes) + " (" +
-              plan::format_bytes(s.arena_bytes - d.free_bytes) +
+  const std::int64_t need = s.arena_bytes + plan::cuda_runtime_margin_bytes;
+  if (need <= d.free_bytes) return;
+  throw Error("the plan's device arena needs " + plan::format_bytes(s.arena_bytes) + " and " +
+              plan::format_bytes(plan::cuda_runtime_margin_bytes) + " beside it (cuBLASLt, "
+              "kernels loaded on first use, CUDA graphs) but " + d.name + " has " +
+              plan::format_bytes(d.free_bytes) + " free of " + plan::format_bytes(d.total_bytes) +
+              " (" + plan::format_bytes(need - d.free_bytes) +
               " missing): free memory on the GPU, or plan for --budget " +
-              plan::format_bytes(d.free_bytes + s.context_reserve_bytes) +
+              plan::format_bytes(d.free_bytes - plan::cuda_runtime_margin_bytes +
+                                 s.context_reserve_bytes) +
               " (lvt plan --auto says which policies fit)");
 }
 

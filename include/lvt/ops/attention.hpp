@@ -6,8 +6,11 @@
 //   q [B, T, H, D], k and v [B, T, KV, D] (after RoPE), out [B, T, H, D], lse [B, H, T]
 //   query head h reads kv head h / (H / KV); scale = 1 / sqrt(D)
 //   s_j = scale * q_t . k_j (j <= t),  lse_t = log sum_j exp(s_j),  out_t = sum_j exp(s_j - lse_t) v_j
+#include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
+#include <string>
 
 #include "lvt/ops/common.hpp"
 #include "lvt/ops/matmul.hpp"
@@ -109,6 +112,29 @@ void backward(T* dq, T* dk, T* dv, T* scratch, const T* dout, const T* q, const 
         }
       }
     }
+}
+
+// Why the CUDA launchers take the simple kernels for bf16 / fp16 storage, or nullptr when they
+// take the tiled tensor-core ones: the simple kernels are one warp per query row in fp32, seconds
+// per layer at sequence 4096, so a run says once (on stderr) that it got them and why.
+inline const char* simple_attention_reason(std::int64_t head_dim, bool device_ok, bool aligned) {
+  if (!(head_dim == 64 || head_dim == 80 || head_dim == 96 || head_dim == 128))
+    return "head_dim is not 64, 80, 96 or 128";
+  if (!device_ok) return "this GPU (or the architectures this binary was built for) has no tiled "
+                         "kernels for the storage type";
+  if (!aligned) return "a q, k, v, out or gradient tensor is not 16-byte aligned";
+  return nullptr;
+}
+inline std::string simple_attention_warning(const char* why, std::int64_t head_dim) {
+  return "lvt: warning: attention runs the simple CUDA kernels (" + std::string(why) +
+         "; head_dim " + std::to_string(head_dim) + "): one warp per query row, expect seconds "
+         "per layer at sequence 4096; the tiled tensor-core kernels need head_dim 64/80/96/128 "
+         "and 16-byte aligned tensors";
+}
+inline void warn_simple_attention_once(const char* why, std::int64_t head_dim) {
+  static std::atomic<bool> warned{false};
+  if (warned.exchange(true)) return;
+  std::fprintf(stderr, "%s\n", simple_attention_warning(why, head_dim).c_str());
 }
 
 }  // namespace lvt::ops::attention
@@ -995,7 +1021,10 @@ void forward(S* out, float* lse, const S* q, const S* k, const S* v, std::int64_
              cudaStream_t stream) {
   check_dims(head_dim);
   if constexpr (tiled::has<S>) {
-    if (uses_tiled<S>(head_dim) && tiled::aligned16({out, q, k, v})) {
+    const char* why = simple_attention_reason(head_dim, tiled::supported<S>(),
+                                              tiled::aligned16({out, q, k, v}));
+    if (why) warn_simple_attention_once(why, head_dim);
+    else {
       switch (head_dim) {
         case 64: return tiled::forward<S, 64>(out, lse, q, k, v, batch, seq, heads, kv_heads, stream);
         case 80: return tiled::forward<S, 80>(out, lse, q, k, v, batch, seq, heads, kv_heads, stream);
@@ -1013,7 +1042,10 @@ void backward(S* dq, S* dk, S* dv, const S* dout, const S* q, const S* k, const 
               std::int64_t heads, std::int64_t kv_heads, std::int64_t head_dim, cudaStream_t stream) {
   check_dims(head_dim);
   if constexpr (tiled::has<S>) {
-    if (uses_tiled<S>(head_dim) && tiled::aligned16({dq, dk, dv, dout, q, k, v, out})) {
+    const char* why = simple_attention_reason(head_dim, tiled::supported<S>(),
+                                              tiled::aligned16({dq, dk, dv, dout, q, k, v, out}));
+    if (why) warn_simple_attention_once(why, head_dim);
+    else {
       switch (head_dim) {
         case 64: return tiled::backward<S, 64>(dq, dk, dv, dout, q, k, v, out, lse, batch, seq, heads, kv_heads, stream);
         case 80: return tiled::backward<S, 80>(dq, dk, dv, dout, q, k, v, out, lse, batch, seq, heads, kv_heads, stream);

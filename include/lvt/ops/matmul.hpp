@@ -11,6 +11,7 @@
 // (GCC 12 -O3, one core, best of 15): forward / input grad ~35 GFLOP/s with the default SSE2,
 // ~95 / ~85 with -march=x86-64-v3 (AVX2 + FMA), against ~21 for a dot product per output.
 #include <cstdint>
+#include <string>
 
 // Blocks spread over threads when built with -fopenmp (as llm.c), for products big enough to
 // pay for waking the threads (the LoRA rank-r products are not); serial otherwise.
@@ -196,6 +197,21 @@ void backward_weight(T* dW, std::int64_t lddw, const T* dy, std::int64_t lddy, c
 
 }  // namespace lvt::ops::matmul
 
+namespace lvt::ops::matmul {
+// The error when cuBLASLt has no algorithm for a GEMM (its heuristic returns none, or
+// CUBLAS_STATUS_NOT_SUPPORTED): the shape as M x N x K, the transpositions, the storage types
+// and each operand's alignment in bytes, which is what usually rules every algorithm out.
+inline std::string no_algorithm_message(std::int64_t M, std::int64_t N, std::int64_t K, bool trans_a,
+                                        bool trans_b, const char* types,
+                                        const std::uint32_t (&align)[4]) {
+  return "cuBLASLt: no algorithm for a " + std::to_string(M) + " x " + std::to_string(N) + " x " +
+         std::to_string(K) + " GEMM (" + (trans_a ? "A^T" : "A") + " " + (trans_b ? "B^T" : "B") +
+         ", " + types + ", operands aligned to " + std::to_string(align[1]) + " / " +
+         std::to_string(align[0]) + " / " + std::to_string(align[2]) +
+         " bytes (A / B / C)): an operand or row stride that is not 16-byte aligned is the usual cause";
+}
+}  // namespace lvt::ops::matmul
+
 #if LVT_CUDA
 #include <cublasLt.h>
 
@@ -228,6 +244,13 @@ constexpr cudaDataType_t data_type() {
   if constexpr (sizeof(S) == 4) return CUDA_R_32F;
   else if constexpr (std::is_same_v<S, lvt::bf16>) return CUDA_R_16BF;
   else return CUDA_R_16F;
+}
+
+template <class S, class SC>
+constexpr const char* type_names() {
+  if constexpr (sizeof(S) == 4) return "fp32";
+  else if constexpr (std::is_same_v<S, lvt::bf16>) return sizeof(SC) == 4 ? "bf16 -> fp32" : "bf16";
+  else return sizeof(SC) == 4 ? "fp16 -> fp32" : "fp16";
 }
 
 // One cuBLASLt handle and the plan's workspace (the `cublas` buffer of the arena).
@@ -302,10 +325,12 @@ class Gemm {
       LVT_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, which[i], &align[i], sizeof align[i]));
     cublasLtMatmulHeuristicResult_t h{};
     int found = 0;
-    LVT_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(handle_, desc, la, lb, lc, lc, pref, 1, &h, &found));
-    if (found == 0)
-      throw Error("cuBLASLt: no algorithm for a " + std::to_string(M) + " x " + std::to_string(N) +
-                  " x " + std::to_string(K) + " GEMM");
+    // No algorithm comes back either as found == 0 or as CUBLAS_STATUS_NOT_SUPPORTED.
+    const cublasStatus_t hs =
+        cublasLtMatmulAlgoGetHeuristic(handle_, desc, la, lb, lc, lc, pref, 1, &h, &found);
+    if (hs == CUBLAS_STATUS_NOT_SUPPORTED || (hs == CUBLAS_STATUS_SUCCESS && found == 0))
+      throw Error(no_algorithm_message(M, N, K, trans_a, trans_b, type_names<S, SC>(), align));
+    LVT_CUBLAS_CHECK(hs);
     LVT_CUBLAS_CHECK(cublasLtMatmul(handle_, desc, &alpha, B, la, A, lb, &beta, C, lc, C, lc,
                                     &h.algo, workspace_, workspace_bytes_, stream));
   }
