@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <random>
 #include <vector>
 
@@ -82,13 +83,13 @@ Outcome cuda_step(const PlanOptions& o, const Batch& x) {
   return {s.mean(), unscaled_grads(b)};
 }
 
-// Runs f.template operator()<S>() with S = bf16, or fp16 (with a message) on a GPU without bf16.
+// Runs f(std::type_identity<S>) with S = bf16, or fp16 (with a message) on a GPU without bf16.
 template <class F>
 void in_step_storage(F&& f) {
   static const int sm = lvt::cuda::select_device(0).sm;
-  if (sm >= 80) return f.template operator()<bf16>();
+  if (sm >= 80) return f(std::type_identity<bf16>{});
   MESSAGE("sm_" << sm << " has no bf16 tensor cores: this case runs in fp16 instead");
-  f.template operator()<fp16>();
+  f(std::type_identity<fp16>{});
 }
 
 template <class A, class B>
@@ -100,7 +101,8 @@ bool equal_values(const A& a, const B& b) {
 }  // namespace
 
 TEST_CASE("cuda step (bf16) matches the host backend: loss and LoRA gradients") {
-  in_step_storage([]<class S>() {
+  in_step_storage([](auto t) {
+    using S = typename decltype(t)::type;
     for (double dropout : {0.0, 0.1}) {
       PlanOptions o = base_options();
       o.lora_dropout = dropout;
@@ -126,7 +128,8 @@ TEST_CASE("cuda step (fp16) matches the host backend") {
 }
 
 TEST_CASE("cuda step with int8 frozen weights (and unquantized ones) matches the host backend") {
-  in_step_storage([]<class S>() {
+  in_step_storage([](auto t) {
+    using S = typename decltype(t)::type;
     for (QuantKind q : {QuantKind::int8, QuantKind::none}) {
       PlanOptions o = base_options();
       o.quant = q;
@@ -142,7 +145,8 @@ TEST_CASE("cuda step with int8 frozen weights (and unquantized ones) matches the
 }
 
 TEST_CASE("cuda step: streaming, checkpointing and offload give bit-identical gradients") {
-  in_step_storage([]<class S>() {
+  in_step_storage([](auto t) {
+    using S = typename decltype(t)::type;
     PlanOptions o = base_options();
     const Batch x = make_batch(o, 5, tiny.vocab);
     const Outcome ref = cuda_step<S>(o, x);
@@ -161,7 +165,8 @@ TEST_CASE("cuda step: streaming, checkpointing and offload give bit-identical gr
 }
 
 TEST_CASE("cuda step: a replayed graph gives the eager step's results") {
-  in_step_storage([]<class S>() {
+  in_step_storage([](auto t) {
+    using S = typename decltype(t)::type;
     PlanOptions o = base_options();
     o.offload_weights = true;
     o.checkpoint_every = 2;
@@ -185,7 +190,8 @@ TEST_CASE("cuda step: a replayed graph gives the eager step's results") {
 }
 
 TEST_CASE("new double-quantized weights after a captured step drop the graphs (the offset is baked in)") {
-  in_step_storage([]<class S>() {
+  in_step_storage([](auto t) {
+    using S = typename decltype(t)::type;
     PlanOptions o = base_options();  // NF4 with double quantization
     const Batch x = make_batch(o, 15, tiny.vocab);
     backend::CudaBackend<S> b(tiny, o), fresh(tiny, o);
@@ -206,7 +212,8 @@ TEST_CASE("new double-quantized weights after a captured step drop the graphs (t
 }
 
 TEST_CASE("LoRA dropout across graph replays: each step's seed is read from the control block") {
-  in_step_storage([]<class S>() {
+  in_step_storage([](auto t) {
+    using S = typename decltype(t)::type;
     PlanOptions o = base_options();
     o.lora_dropout = 0.1;
     const Batch x = make_batch(o, 13, tiny.vocab);
@@ -296,7 +303,7 @@ void optimizer_follows_host(PlanOptions o, int overflow_at) {
 }
 
 TEST_CASE("cuda optimizer steps follow the host backend's AdamW (graphs replayed)") {
-  in_step_storage([]<class S>() { optimizer_follows_host<S>(base_options(), 0); });
+  in_step_storage([](auto t) { optimizer_follows_host<typename decltype(t)::type>(base_options(), 0); });
 }
 
 TEST_CASE("fp16 optimizer steps in replayed graphs: forced overflow, scaler backoff, skipped step") {
@@ -323,7 +330,8 @@ TEST_CASE("bf16: a non-finite gradient is an error, not a silent skip") {
 }
 
 TEST_CASE("evaluate on the GPU gives the host's loss") {
-  in_step_storage([]<class S>() {
+  in_step_storage([](auto t) {
+    using S = typename decltype(t)::type;
     PlanOptions o = base_options();
     const Batch x = make_batch(o, 9, tiny.vocab);
     backend::HostBackend h(tiny, o);
@@ -344,7 +352,8 @@ TEST_CASE("device memory around real steps: the arena plus at most the runtime m
                             .kv_heads = 8, .head_dim = 128, .ffn = 5632, .vocab = 32000,
                             .tied_embeddings = false, .rope_theta = 500000.0, .norm_eps = 1e-5,
                             .qkv_bias = false, .max_position = 4096};
-  in_step_storage([&]<class S>() {
+  in_step_storage([&](auto t) {
+    using S = typename decltype(t)::type;
     PlanOptions o = base_options();
     o.batch = 4;
     o.seq = 1024;
