@@ -6,7 +6,9 @@
 #include <doctest/doctest.h>
 
 #include <filesystem>
+#include <ctime>
 #include <fstream>
+#include <sstream>
 
 using lvt::text::jinja::Template;
 using lvt::text::jinja::Value;
@@ -133,4 +135,83 @@ TEST_CASE("chat template: raise_exception carries the message") {
   } catch (const lvt::text::jinja::TemplateRaised& e) {
     CHECK(std::string(e.what()) == "Only user and assistant roles are supported!");
   }
+}
+
+// ---------------- goldens from tools/peers/make_chat_goldens.py
+
+namespace {
+
+std::filesystem::path text_dir() { return std::filesystem::path(LVT_SOURCE_ROOT) / "tests" / "text"; }
+
+std::string read_file(const std::filesystem::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  REQUIRE_MESSAGE(in.good(), "cannot open " << p);
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// The golden script's FIXED_NOW, as the clock strftime_now reads.
+std::tm fixed_now(const std::string& iso) {
+  std::tm tm{};
+  REQUIRE(std::sscanf(iso.c_str(), "%d-%d-%dT%d:%d:%d", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour, &tm.tm_min, &tm.tm_sec) == 6);
+  tm.tm_year -= 1900;
+  tm.tm_mon -= 1;
+  std::time_t t = timegm(&tm);  // fills weekday and day of year
+  gmtime_r(&t, &tm);
+  return tm;
+}
+
+void check_golden(const std::string& name, const lvt::text::ChatTemplate* from_config = nullptr) {
+  using lvt::text::OrderedJson;
+  auto golden = OrderedJson::parse(read_file(text_dir() / "goldens" / ("chat_" + name + ".json")));
+  std::vector<std::pair<std::string, std::string>> special;
+  for (auto& [k, v] : golden["special_tokens"].items()) special.emplace_back(k, v.get<std::string>());
+  lvt::text::ChatTemplate t(read_file(text_dir() / "templates" / golden["template"].get<std::string>()), special);
+  if (from_config) t = *from_config;
+  std::tm now = fixed_now(golden["fixed_now"].get<std::string>());
+  t.set_clock([now] { return now; });
+  for (auto& c : golden["cases"]) {
+    std::string case_name = c["name"].get<std::string>();
+    CAPTURE(name);
+    CAPTURE(case_name);
+    if (c.contains("expected")) {
+      std::string got;
+      try {
+        got = t.render(c["messages"], c["add_generation_prompt"].get<bool>(), c["extra"]);
+      } catch (const lvt::Error& e) {
+        FAIL_CHECK("unexpected error: " << e.what());
+        continue;
+      }
+      CHECK(got == c["expected"].get<std::string>());
+    } else {
+      std::string want = c["error"].get<std::string>();
+      bool raised = c["error_type"] == "TemplateError";
+      try {
+        t.render(c["messages"], c["add_generation_prompt"].get<bool>(), c["extra"]);
+        FAIL_CHECK("no error; transformers raised " << want);
+      } catch (const lvt::text::jinja::TemplateRaised& e) {
+        CHECK(raised);
+        CHECK(std::string(e.what()) == want);
+      } catch (const lvt::Error& e) {
+        CHECK_FALSE(raised);
+        CHECK(std::string(e.what()).find(want) != std::string::npos);
+      }
+    }
+  }
+}
+
+}  // namespace
+
+TEST_CASE("chat template goldens: byte-identical to transformers") {
+  for (const char* name : {"smollm2", "qwen2.5", "qwen3", "llama3.2", "mistral_v0.1", "mixtral", "phi4", "tinyllama", "gemma2"}) {
+    SUBCASE(name) { check_golden(name); }
+  }
+}
+
+TEST_CASE("chat template: from_tokenizer_config reads Qwen3's template and special tokens") {
+  auto path = text_dir() / "goldens" / "qwen3_tokenizer_config.json";
+  auto t = lvt::text::ChatTemplate::from_tokenizer_config(path.string());
+  CHECK(t.source() == read_file(text_dir() / "templates" / "qwen3.jinja"));
+  check_golden("qwen3", &t);
 }

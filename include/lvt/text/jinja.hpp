@@ -100,7 +100,8 @@ inline void add_default_globals(Scope& root, const Limits& limits) {
 
 class Template {
  public:
-  explicit Template(std::string source) : body_(Parser(tokenize(std::move(source))).parse_template()) {}
+  explicit Template(std::string source)
+      : body_(std::make_shared<const Body>(Parser(tokenize(std::move(source))).parse_template())) {}
 
   // Renders with `globals` (name -> value) visible to the template.
   std::string render(const std::vector<std::pair<std::string, Value>>& globals, const Limits& limits = {}) const {
@@ -110,12 +111,12 @@ class Template {
     for (auto& [k, v] : globals) root->vars[k] = v;
     auto top = std::make_shared<Scope>();
     top->parent = root;
-    r.exec(body_, top);
+    r.exec(*body_, top);
     return std::move(r.out);
   }
 
  private:
-  Body body_;
+  std::shared_ptr<const Body> body_;  // shared: a Template copies cheaply, the AST is immutable
 
   enum class Flow { normal, break_, continue_ };
 
