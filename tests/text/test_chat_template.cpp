@@ -215,3 +215,32 @@ TEST_CASE("chat template: from_tokenizer_config reads Qwen3's template and speci
   CHECK(t.source() == read_file(text_dir() / "templates" / "qwen3.jinja"));
   check_golden("qwen3", &t);
 }
+
+TEST_CASE("chat template: tokenizer config errors name the file and field") {
+  auto dir = std::filesystem::temp_directory_path() / "lvt_chat_template_test";
+  std::filesystem::create_directories(dir);
+  auto write = [&](const char* name, const std::string& text) {
+    auto p = dir / name;
+    std::ofstream(p, std::ios::binary) << text;
+    return p.string();
+  };
+  auto error_from = [](const std::string& path) -> std::string {
+    try { lvt::text::ChatTemplate::from_tokenizer_config(path); } catch (const lvt::Error& e) { return e.what(); }
+    return "(no error)";
+  };
+  auto none = write("none.json", R"({"eos_token": "</s>"})");
+  CHECK(error_from(none) == none + ": no \"chat_template\" in the tokenizer config");
+  auto nodefault = write("nodefault.json", R"({"chat_template": [{"name": "rag", "template": "x"}]})");
+  CHECK(error_from(nodefault) == nodefault + ": chat_template has several templates and none named \"default\"");
+  auto bad = write("bad.json", R"({"chat_template": "line one\n{% for x in y recursive %}{% endfor %}"})");
+  CHECK(error_from(bad) == bad + ": chat template line 2: unsupported Jinja feature: recursive for loops");
+  // a list of named templates: "default", and "tool_use" when tools are given
+  auto named = write("named.json", R"({"chat_template": [{"name": "default", "template": "plain"}, {"name": "tool_use", "template": "tools:{{ tools|length }}"}], "bos_token": {"content": "<s>"}})");
+  auto t = lvt::text::ChatTemplate::from_tokenizer_config(named);
+  std::vector<lvt::text::Message> hi{{"user", "hi"}};
+  CHECK(t.render(hi, false) == "plain");
+  CHECK(t.render(hi, false, {{"tools", lvt::text::OrderedJson::array({1, 2})}}) == "tools:2");
+  CHECK(t.special_tokens() == std::vector<std::pair<std::string, std::string>>{{"bos_token", "<s>"}});
+  CHECK_THROWS_WITH_AS(t.render(std::vector<lvt::text::Message>{}, false), "Cannot apply chat template to an empty conversation. Provide at least one message.", lvt::Error);
+  std::filesystem::remove_all(dir);
+}
