@@ -750,7 +750,7 @@ class Parser {
         ++p_;
         auto n = node(E::filter, line);
         n->name = expect_name();
-        while (is_op(".")) { ++p_; n->name += "." + expect_name(); }
+        while (is_op(".")) { ++p_; n->name += '.'; n->name += expect_name(); }
         if (!known_filter(n->name)) unsupported(line, "filter '" + n->name + "'");
         n->args.push_back(std::move(e));
         if (is_op("(")) parse_call_args(n->args, n->kwargs);
@@ -760,7 +760,7 @@ class Parser {
         auto n = node(E::test, line);
         if (is_name("not")) { ++p_; n->negated = true; }
         n->name = expect_name();
-        while (is_op(".")) { ++p_; n->name += "." + expect_name(); }
+        while (is_op(".")) { ++p_; n->name += '.'; n->name += expect_name(); }
         if (!known_test(n->name)) unsupported(line, "test '" + n->name + "'");
         n->args.push_back(std::move(e));
         if (is_op("(")) parse_call_args(n->args, n->kwargs);
