@@ -122,8 +122,73 @@ def render(template, special, case):
     return out[0]
 
 
+# Single constructs, rendered in the same environment with SNIPPET_VARS (and messages = SNIPPET_MESSAGES).
+SNIPPET_MESSAGES = [{"role": "system", "content": " sys "}, {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo", "reasoning_content": "r"}]
+SNIPPET_VARS = {"s": "Hello, World", "l": [3, 1, 2], "d": {"b": 1, "a": [1, 2.5, None, True]}, "u": "héllo wörld 日本",
+                "n": None, "f": 2.5, "i": -7, "e": "", "people": [{"name": "Ann", "age": 30}, {"name": "bob"}, {"name": "Cy", "age": 5}]}
+SNIPPETS = [
+    "{{ s }}|{{ l }}|{{ d }}|{{ n }}|{{ f }}|{{ i }}|{{ true }}|{{ missing }}|",
+    "{{ s[::-1] }} {{ s[1:] }} {{ s[:-1] }} {{ s[-3:] }} {{ s[1:8:3] }} {{ l[::-1] }} {{ l[5:] }} {{ u[1:4] }} {{ u[::-1] }} {{ u|length }}",
+    "{{ 7 // 2 }} {{ -7 // 2 }} {{ 7 % -3 }} {{ 7.5 // 2 }} {{ -7.5 % 2 }} {{ 2 ** 0.5 }} {{ 10 / 4 }} {{ 1e300 * 1e10 }} {{ 0.1 * 3 }} {{ 123456789.0 * 1e8 }} {{ 1 / 3 }} {{ 1e-5 }} {{ 0.0001 }}",
+    "{{ 1 == 1.0 }} {{ true == 1 }} {{ 'a' < 'b' }} {{ [1, 2] < [1, 3] }} {{ 1 < 2 < 3 }} {{ 3 > 2 > 2 }} {{ 'ell' in s }} {{ 4 not in l }} {{ 'b' in d }}",
+    "{{ s|lower }} {{ s|upper }} {{ 'hello wORLD-x(y'|title }} {{ 'hELLO'|capitalize }} {{ '  a b  '|trim }}|{{ 'xxaxx'|trim('x') }} {{ s|replace('l', 'L') }} {{ s|replace('l', 'L', 2) }}",
+    "{{ l|sort }} {{ l|sort(reverse=true) }} {{ ['b', 'A', 'c']|sort }} {{ ['b', 'A', 'c']|sort(case_sensitive=true) }} {{ people|sort(attribute='name')|map(attribute='name')|join(',') }}",
+    "{{ l|first }} {{ l|last }} {{ l|length }} {{ l|sum }} {{ l|min }} {{ l|max }} {{ [1, 1, 2, 1]|unique|list }} {{ l|reverse|list }} {{ s|reverse }} {{ l|join('-') }}",
+    "{{ people|selectattr('age', 'defined')|map(attribute='name')|list }} {{ people|rejectattr('age', 'defined')|map(attribute='name')|list }} {{ people|selectattr('age', 'gt', 10)|list|length }} {{ people|map(attribute='age', default=0)|list }}",
+    "{{ [0, 1, '', 'x', none]|select|list }} {{ [1, 2, 3, 4]|reject('odd')|list }} {{ [1, 2, 3]|map('string')|list }} {{ ['a', 'b']|map('upper')|join }}",
+    r"""{{ d|tojson }} {{ d|tojson(indent=2) }} {{ u|tojson }} {{ 'tab\there "q" \\ </script>'|tojson }} {{ [1.0, 1e16, -0.0]|tojson }} {{ d|tojson(sort_keys=true) }} {{ d|tojson(separators=(',', ':')) }} {{ {}|tojson(indent=4) }}""",
+    "{{ d|items|list }} {{ d.items()|list }} {{ d.keys()|list }} {{ d.values()|list }} {{ d.get('b') }} {{ d.get('zz') }} {{ d.get('zz', 'dflt') }} {{ d['a'][1] }} {{ d.a.0 }} {{ d|dictsort }}",
+    "{{ missing|default('x') }} {{ e|default('empty', true) }} {{ n|default('y') }} {{ missing|d }} {{ missing is defined }} {{ n is none }} {{ n is defined }} {{ d.nothere is defined }}",
+    "{{ s is string }} {{ l is sequence }} {{ d is mapping }} {{ d is iterable }} {{ 1 is number }} {{ 1.5 is float }} {{ 1 is integer }} {{ true is boolean }} {{ true is true }} {{ 0 is false }} {{ 3 is odd }} {{ 4 is even }} {{ 9 is divisibleby 3 }} {{ 'a' is in 'abc' }} {{ 2 is equalto 2 }} {{ 'ab' is lower }}",
+    "{{ ' a b '.strip() }}|{{ 'xya'.lstrip('xy') }}|{{ 'ayx'.rstrip('xy') }}|{{ 'a,b,,c'.split(',') }}|{{ ' a  b '.split() }}|{{ 'a b c'.split(' ', 1) }}|{{ 'a\nb\r\nc'.splitlines() }}|{{ s.startswith('He') }}|{{ s.endswith(('x', 'ld')) }}|{{ s.find('o') }}|{{ s.rfind('o') }}|{{ s.count('l') }}|{{ u.find('w') }}",
+    "{{ '{}-{}'.format(1, 'a') }} {{ '{1}{0}'.format('a', 'b') }} {{ '{x}!'.format(x=3) }} {{ '%s and %d'|format('a', 4) }} {{ 'x %s' % 'y' }} {{ s.upper() }} {{ s.lower() }} {{ 'ab cd'.title() }} {{ 'aBc'.capitalize() }} {{ ','.join(['a', 'b']) }}",
+    "{{ 'a\nb\n\nc'|indent }}|{{ 'a\nb'|indent(2, true) }}|{{ 'a\n\nb'|indent(2, blank=true) }}|{{ '42'|int }} {{ 'x'|int(7) }} {{ 3.9|int }} {{ '2.5'|float }} {{ 2.5|round }} {{ 3.5|round }} {{ 2.7|round(method='floor') }} {{ -3|abs }} {{ 2.5|string }}",
+    "{% for x in l %}{{ loop.index }}{{ loop.index0 }}{{ loop.revindex }}{{ loop.revindex0 }}{{ loop.first }}{{ loop.last }}{{ loop.length }}{{ loop.previtem }}{{ loop.nextitem }}{{ loop.cycle('a', 'b') }};{% endfor %}",
+    "{% for x in l if x > 1 %}{{ x }}{{ loop.length }}{% else %}none{% endfor %}|{% for x in [] %}a{% else %}empty{% endfor %}|{% for k, v in d.items() %}{{ k }}{% endfor %}|{% for c in 'ab' %}{{ c }}{% endfor %}|{% for k in d %}{{ k }}{% endfor %}",
+    "{% for x in range(10) %}{% if x is odd %}{% continue %}{% endif %}{% if x > 6 %}{% break %}{% endif %}{{ x }}{% endfor %}|{{ range(3)|list }} {{ range(1, 10, 3)|list }} {{ range(5, 0, -2)|list }}",
+    "{% set x = 1 %}{% for i in l %}{% set x = x + i %}{{ x }}{% endfor %}{{ x }}|{% set ns = namespace(t=0, items=[]) %}{% for i in l %}{% set ns.t = ns.t + i %}{% set ns.items = ns.items + [i] %}{% endfor %}{{ ns.t }}{{ ns.items }}",
+    "{% set a, b = 1, 2 %}{{ a }}{{ b }}{% set t = (1, 2) %}{{ t }}{% set blk %}  in {{ s }}  {% endset %}[{{ blk }}]{% set up | upper %}shout{% endset %}{{ up }}",
+    "{% macro m(a, b='B') %}<{{ a }}{{ b }}>{% endmacro %}{{ m(1) }}{{ m(1, 2) }}{{ m(b=3, a=4) }}{% macro rec(n) %}{% if n > 0 %}{{ n }}{{ rec(n - 1) }}{% endif %}{% endmacro %}{{ rec(3) }}",
+    "  {% if true %}\n  indented\n  {% endif %}\n{% for x in l %}\n    {{ x }}\n{% endfor %}\n{#- comment -#}\n  tail  {{- ' end' }}\n{%+ if true %}plus{% endif +%}\nnext",
+    "a {%- if true %} b {% endif -%} c {# x #} d\n  {# own line #}\ne {{ 'f' -}}\n\n   g{% raw %} {{ raw }} {% endraw %}h",
+    "{{ 'a' ~ 1 ~ none ~ missing ~ [1] }} {{ 'ab' * 3 }} {{ [1] * 2 }} {{ 'a' if n else 'b' }} {{ 'a' if n }}| {{ n or 'x' }} {{ s and 'y' }} {{ not s }} {{ -f }} {{ +i }} {{ (1, 2)|list }}",
+    r"""{{ '\u00e9\x41\101\t|\q' }} {{ "it's" }} {{ 'say "hi"' }} {{ 'a' 'b' "c" }} {{ ["it's", 'x'] }} {{ {'k': "it's"} }} {{ '\n' }}""",
+    "{% for m in messages %}{{ m.role }}:{{ m.content|trim }}:{{ m.thinking }}:{{ m.reasoning_content }}:{{ m|length }};{% endfor %}{{ messages[-1].role }} {{ messages|selectattr('role', 'equalto', 'user')|list|length }} {{ messages[::-1]|map(attribute='role')|join(',') }}",
+    "{{ tools }} {{ documents }} {{ add_generation_prompt }} {{ strftime_now('%Y-%m-%d %H:%M:%S %a %A %b %B %d %j %p %I') }} {{ dict(a=1, b=2) }} {{ namespace(x=1).x }}",
+    "{{ d.nope.deeper }}",
+    "{{ l + 'x' }}",
+    "{{ 1 / 0 }}",
+    "{{ raise_exception('custom failure: ' ~ s) }}",
+    "{% set ns = namespace() %}{% set ns._hidden = 1 %}",
+    "{{ s.nomethod() }}",
+]
+
+
+def make_snippets():
+    results = []
+    for src in SNIPPETS:
+
+        entry = {"template": src}
+        try:
+            out, _ = ctu.render_jinja_template(conversations=[SNIPPET_MESSAGES], chat_template=src, add_generation_prompt=True,
+                                               **SNIPPET_VARS)
+            entry["expected"] = out[0]
+        except Exception as e:
+            entry["error"] = str(e)
+            entry["error_type"] = type(e).__name__
+        results.append(entry)
+    golden = {"made_by": "tools/peers/make_chat_goldens.py", "fixed_now": FIXED_NOW.isoformat(), "messages": SNIPPET_MESSAGES,
+              "vars": SNIPPET_VARS, "cases": results}
+    path = os.path.join(GOLDENS, "chat_snippets.json")
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(golden, f, ensure_ascii=False, indent=1)
+        f.write("\n")
+    print(f"{path}: {len(results)} snippets, {sum('error' in r for r in results)} raise", file=sys.stderr)
+
+
 def main():
     os.makedirs(GOLDENS, exist_ok=True)
+    make_snippets()
     qwen3_tok = AutoTokenizer.from_pretrained(QWEN3_DIR)
     for fname in sorted(os.listdir(TEMPLATES)):
         if not fname.endswith(".jinja"):

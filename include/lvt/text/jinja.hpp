@@ -466,7 +466,7 @@ class Template {
         case E::list: case E::tuple: {
           std::vector<Value> items;
           for (auto& x : e.args) items.push_back(eval(*x, sc));
-          return Value::from(std::move(items));
+          return e.kind == E::tuple ? Value::tuple(std::move(items)) : Value::from(std::move(items));
         }
         case E::dict: {
           Value d = Value::new_dict();
@@ -557,8 +557,8 @@ class Template {
           if (a.list->size() + b.list->size() > lim.max_items) fail(line, "list too large");
           std::vector<Value> r = *a.list; r.insert(r.end(), b.list->begin(), b.list->end()); return Value::from(std::move(r));
         }
-        if (a.kind == Kind::string || b.kind == Kind::string)
-          fail(line, "can only concatenate str (not \"" + type_name(a.kind == Kind::string ? b : a) + "\") to str");
+        if (a.kind == Kind::string || a.kind == Kind::list)
+          fail(line, "can only concatenate " + type_name(a) + " (not \"" + type_name(b) + "\") to " + type_name(a));
       }
       if (op == "*") {
         if ((a.kind == Kind::string || a.kind == Kind::list) && (b.kind == Kind::integer || b.kind == Kind::boolean)) return repeat(a, b.as_int(), line);
@@ -910,7 +910,7 @@ inline Value Template::Render::method(const Value& obj, const std::string& name,
       return bind([nm](Render&, const Value& o, CallArgs&) {
         std::vector<Value> r;
         for (auto& [k, v] : o.dict->entries) {
-          if (nm == "items") r.push_back(Value::from(std::vector<Value>{k, v}));
+          if (nm == "items") r.push_back(Value::tuple(std::vector<Value>{k, v}));
           else r.push_back(nm == "keys" ? k : v);
         }
         return Value::from(std::move(r));
@@ -1113,12 +1113,12 @@ inline Value Template::Render::apply_filter(const std::string& name, const Value
     if (v.is_undefined() || (boolean && !truthy(v))) return dv ? *dv : Value::from("");
     return v;
   }
-  if (name == "list") return Value::from(iterate(v, line));
+  if (name == "list") return Value::from(iterate(v, line));  // a tuple becomes a list
   if (name == "items") {
     if (v.is_undefined()) return Value::from(std::vector<Value>{});
     if (v.kind != Kind::dict) fail(line, "items filter: can only get item pairs from a mapping");
     std::vector<Value> r;
-    for (auto& [k, x] : v.dict->entries) r.push_back(Value::from(std::vector<Value>{k, x}));
+    for (auto& [k, x] : v.dict->entries) r.push_back(Value::tuple(std::vector<Value>{k, x}));
     return Value::from(std::move(r));
   }
   if (name == "dictsort") {
@@ -1126,7 +1126,7 @@ inline Value Template::Render::apply_filter(const std::string& name, const Value
     bool by_value = false;
     if (const Value* b = a.get(2, "by"); b && str_of(*b) == "value") by_value = true;
     std::vector<Value> r;
-    for (auto& [k, x] : v.dict->entries) r.push_back(Value::from(std::vector<Value>{k, x}));
+    for (auto& [k, x] : v.dict->entries) r.push_back(Value::tuple(std::vector<Value>{k, x}));
     std::stable_sort(r.begin(), r.end(), [&](const Value& p, const Value& q) { return order((*p.list)[by_value], (*q.list)[by_value], line) < 0; });
     if (flag(3, "reverse", false)) std::reverse(r.begin(), r.end());
     return Value::from(std::move(r));

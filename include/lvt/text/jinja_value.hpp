@@ -35,6 +35,7 @@ struct Value {
   std::shared_ptr<Dict> dict;  // shared: a namespace() is mutated through every copy
   std::shared_ptr<Function> function;
   bool is_namespace = false;
+  bool is_tuple = false;  // a list that prints as Python prints a tuple: (1, 2)
 
   static Value undefined(std::string what = {}) { Value v; v.string = std::move(what); return v; }
   static Value none() { Value v; v.kind = Kind::none; return v; }
@@ -46,6 +47,7 @@ struct Value {
   static Value from(const char* s) { return from(std::string(s)); }
   static Value from(std::vector<Value> items);
   static Value new_dict();
+  static Value tuple(std::vector<Value> items) { Value v = from(std::move(items)); v.is_tuple = true; return v; }
   static Value from(std::string name, Function f) {
     Value v; v.kind = Kind::function; v.string = std::move(name);
     v.function = std::make_shared<Function>(std::move(f)); return v;
@@ -237,9 +239,10 @@ inline std::string python_repr(const Value& v) {
   switch (v.kind) {
     case Kind::string: return python_string_repr(v.string);
     case Kind::list: {
-      std::string out = "[";
+      std::string out = v.is_tuple ? "(" : "[";
       for (std::size_t i = 0; i < v.list->size(); ++i) { if (i) out += ", "; out += python_repr((*v.list)[i]); }
-      return out + "]";
+      if (v.is_tuple && v.list->size() == 1) out += ",";
+      return out + (v.is_tuple ? ")" : "]");
     }
     case Kind::dict: {
       std::string out = v.is_namespace ? "<Namespace {" : "{";
