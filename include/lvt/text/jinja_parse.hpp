@@ -174,7 +174,10 @@ inline std::vector<Token> tokenize(std::string src) {
     if (kind == '%') {  // {% raw %} ... {% endraw %}
       std::size_t i = detail::skip_space(s, after);
       if (s.substr(i, 3) == "raw") {
-        std::size_t j = detail::skip_space(s, i + 3), e = block_end_at(j, "%}");
+        // `{% raw %}` ends with `-%}` (plus whitespace) or plain `%}`: no trim_blocks newline here
+        std::size_t j = detail::skip_space(s, i + 3), e = std::string_view::npos;
+        if (s.substr(j, 3) == "-%}") e = detail::skip_space(s, j + 3);
+        else if (s.substr(j, 2) == "%}") e = j + 2;
         if (j > i + 3 || s.substr(i + 3, 1) == "-" || s.substr(i + 3, 1) == "%" || s.substr(i + 3, 1) == "+") {
           if (e != std::string_view::npos && s.substr(j, 1) != "+") {
             emit_data(text, sign, true);
