@@ -364,7 +364,7 @@ class Template {
       std::int64_t n;
       if (obj.kind == Kind::list) n = static_cast<std::int64_t>(obj.list->size());
       else if (obj.kind == Kind::string) { cps = decode_utf8(obj.string); n = static_cast<std::int64_t>(cps.size()); }
-      else fail(line, "'" + type_name(obj) + "' object is not subscriptable");
+      else return Value::undefined("'" + type_name(obj) + "' object is not subscriptable");  // Jinja: undefined, not an error
       auto clamp = [&](std::optional<std::int64_t> v, std::int64_t dflt) {  // Python's PySlice_AdjustIndices
         if (!v) return dflt;
         std::int64_t x = *v;
@@ -379,7 +379,7 @@ class Template {
       if (obj.kind == Kind::list) {
         std::vector<Value> r;
         for (auto i : idx) r.push_back((*obj.list)[static_cast<std::size_t>(i)]);
-        return Value::from(std::move(r));
+        return obj.is_tuple ? Value::tuple(std::move(r)) : Value::from(std::move(r));
       }
       std::string r;
       for (auto i : idx) append_utf8(r, cps[static_cast<std::size_t>(i)]);
@@ -566,7 +566,7 @@ class Template {
       }
       if (op == "%" && a.kind == Kind::string) {
         CallArgs args; args.line = line;
-        if (b.kind == Kind::list) args.positional = *b.list; else args.positional.push_back(b);
+        if (b.kind == Kind::list && b.is_tuple) args.positional = *b.list; else args.positional.push_back(b);
         return Value::from(percent_format(a.string, args));
       }
       if (!a.is_number() || !b.is_number()) return type_error();
@@ -990,7 +990,14 @@ inline bool Template::Render::apply_test(const std::string& name, const Value& v
   if (name == "ge") return order(v, arg(), a.line) >= 0;
   if (name == "odd" || name == "even" || name == "divisibleby") {
     if (v.is_undefined()) undefined_error(v, a.line);
-    if (v.kind != Kind::integer && v.kind != Kind::boolean) fail(a.line, "test '" + name + "' needs an integer");
+    if (!v.is_number()) fail(a.line, "test '" + name + "' needs a number, not " + type_name(v));
+    if (v.kind == Kind::floating) {  // Python: value % 2 == 1 (odd) / == 0 (even), floats too
+      double m = std::fmod(v.floating, 2.0);
+      if (m < 0) m += 2.0;
+      if (name == "odd") return m == 1.0;
+      if (name == "even") return m == 0.0;
+      unsupported(a.line, "divisibleby on floats");
+    }
     std::int64_t x = v.as_int();
     if (name == "odd") return x % 2 != 0;
     if (name == "even") return x % 2 == 0;
@@ -1195,6 +1202,7 @@ inline Value Template::Render::apply_filter(const std::string& name, const Value
     targs.line = line;
     for (std::size_t i = ti + 1; i < a.positional.size(); ++i) targs.positional.push_back(a.positional[i]);
     std::vector<Value> r;
+    if (!truthy(v)) return Value::from(std::move(r));  // jinja2's select_or_reject: `if value:`
     for (auto& x : iterate(v, line)) {
       step(line);
       Value subject = by_attr ? attr_of(x, a.positional[0]) : x;
@@ -1239,7 +1247,8 @@ inline Value Template::Render::apply_filter(const std::string& name, const Value
     const Value* w = a.get(0, "width");
     std::string pad = !w ? "    " : w->kind == Kind::string ? w->string : std::string(static_cast<std::size_t>(std::clamp<std::int64_t>(w->as_int(), 0, 256)), ' ');
     bool first = flag(1, "first", false), blank = flag(2, "blank", false);
-    std::string s = str_of(v) + "\n";  // Jinja appends a newline, splits lines, and drops it again
+    if (v.kind != Kind::string) fail(line, "indent: can only indent a string, not " + type_name(v));
+    std::string s = v.string + "\n";  // Jinja appends a newline, splits lines, and drops it again
     std::vector<std::string> lines;
     {
       std::string cur;
@@ -1300,6 +1309,7 @@ inline Value Template::Render::apply_filter(const std::string& name, const Value
     std::int64_t prec = p ? std::clamp<std::int64_t>(p->as_int(), -300, 300) : 0;
     std::string method = m ? str_of(*m) : "common";
     if (!v.is_number()) fail(line, "round filter needs a number");
+    if (v.kind != Kind::floating && method == "common" && prec >= 0) return Value::from(v.as_int());  // round(int) is the int
     double x = v.as_double(), scale = std::pow(10.0, static_cast<double>(prec));
     double r;
     if (method == "common") {
