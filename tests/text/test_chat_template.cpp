@@ -22,7 +22,6 @@ std::string error_of(const std::string& src, std::vector<std::pair<std::string, 
   try { render(src, vars); } catch (const lvt::Error& e) { return e.what(); }
   return "(no error)";
 }
-Value list(std::vector<Value> v) { return Value::from(std::move(v)); }
 
 }  // namespace
 
