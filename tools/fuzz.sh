@@ -14,9 +14,11 @@ mkdir -p "$out"
 flags=(-std=c++20 -O1 -g -Iinclude -fsanitize=fuzzer,address,undefined
        -fno-sanitize-recover=undefined -fno-omit-frame-pointer)
 
-# Seed corpora: config texts from the repo; small valid and broken safetensors built here.
-mkdir -p "$out/corpus/config" "$out/corpus/safetensors"
+# Seed corpora: config texts and chat templates from the repo; small valid and broken safetensors built here.
+mkdir -p "$out/corpus/config" "$out/corpus/safetensors" "$out/corpus/chat_template"
 cp tests/fuzz/corpus/config/*.json "$out/corpus/config/"
+# chat templates: the real ones the goldens use
+cp tests/text/templates/*.jinja "$out/corpus/chat_template/"
 st_seed() {  # st_seed NAME HEADER DATA_BYTES
   local hdr=$2 n=${#2}
   { printf "$(printf '\\x%02x' $((n & 255)) $((n >> 8 & 255)) 0 0 0 0 0 0)"; printf '%s' "$hdr";
@@ -28,7 +30,7 @@ st_seed overlap '{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dty
 st_seed empty '{}' 0
 
 status=0
-for target in safetensors config; do
+for target in safetensors config chat_template; do
   exe="$out/fuzz_$target"
   echo "== building $exe"
   "$cxx" "${flags[@]}" "tests/fuzz/fuzz_$target.cpp" -o "$exe"
