@@ -805,14 +805,3 @@ class CudaBackend {
 };
 
 }  // namespace lvt::backend
-
-// lvt's own executables (the lvt command, the GPU step tests, the step benchmark) compile the
-// backend once, in tools/cuda_backend.cu, and define LVT_CUDA_BACKEND_EXTERN everywhere else so
-// no other translation unit instantiates its kernels again (each one costs minutes of nvcc per
-// target architecture). Code using the header on its own instantiates what it uses, as usual.
-#if defined(LVT_CUDA_BACKEND_EXTERN)
-namespace lvt::backend {
-extern template class CudaBackend<bf16>;
-extern template class CudaBackend<fp16>;
-}  // namespace lvt::backend
-#endif
