@@ -50,7 +50,7 @@ def suites_table(build):
             if not line:
                 continue
             t = json.loads(line)
-            name = t.get("name", "?")
+            name = t.get("name", "?").split(" / ")[-1]  # meson names them "lvt / gpu_step"
             if not (name.startswith("gpu_") or name == "cuda_device"):
                 continue
             result = t.get("result", "?")
