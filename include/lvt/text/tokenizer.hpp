@@ -165,6 +165,22 @@ class Tokenizer {
       if (!id) v.fail("\"" + s + "\" is not a token of tokenizer.json");
       return id;
     };
+    // transformers 5's LlamaTokenizer keeps the vocab and merges but rebuilds the pipeline
+    // (models/llama/tokenization_llama.py): no normalizer, Metaspace with split false, "always"
+    // for legacy configs and "first" otherwise, "never" without add_prefix_space.
+    std::string cls = c.str_or("tokenizer_class", "");
+    if (cls == "LlamaTokenizer" || cls == "LlamaTokenizerFast") {
+      bool prefix = c.bool_or("add_prefix_space", true), legacy = c.bool_or("legacy", false);
+      std::string scheme = !prefix ? "never" : legacy ? "always" : "first";
+      Json meta = {{"type", "Metaspace"}, {"replacement", "\xE2\x96\x81"}, {"prepend_scheme", scheme}, {"split", false}};
+      Json dec = {{"type", "Sequence"}, {"decoders", Json::array({
+          {{"type", "Replace"}, {"pattern", {{"String", "\xE2\x96\x81"}}}, {"content", " "}},
+          {{"type", "ByteFallback"}}, {{"type", "Fuse"}}})}};
+      if (prefix) dec["decoders"].push_back({{"type", "Strip"}, {"content", " "}, {"start", 1}, {"stop", 0}});
+      normalizer_.reset();
+      pre_tokenizer_.emplace(JsonAt{meta, "(LlamaTokenizer)", name});
+      decoder_ = Decoder(JsonAt{dec, "(LlamaTokenizer)", name});
+    }
     bos_id_ = token_of("bos_token");
     eos_id_ = token_of("eos_token");
     // transformers rebuilds the template from these flags when the config sets either.
