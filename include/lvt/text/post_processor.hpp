@@ -1,6 +1,6 @@
 #pragma once
 // Post-processors: TemplateProcessing (single / pair, special_tokens), ByteLevel (offsets only,
-// no change to ids), RobertaProcessing / BertProcessing are not supported (clear error), Sequence.
+// no change to ids) and Sequence; any other type is an error naming it.
 #include <cstdint>
 #include <string>
 #include <unordered_map>
@@ -14,17 +14,6 @@ class PostProcessor {
  public:
   PostProcessor() = default;
   explicit PostProcessor(const JsonAt& j) { parse(j); }
-
-  // A template of special ids around sequence A: what transformers builds from add_bos_token /
-  // add_eos_token.
-  static PostProcessor bos_eos(const std::vector<int32_t>& before, const std::vector<int32_t>& after) {
-    PostProcessor p;
-    p.templated_ = true;
-    for (auto id : before) p.single_.push_back({false, {id}});
-    p.single_.push_back({true, {}});
-    for (auto id : after) p.single_.push_back({false, {id}});
-    return p;
-  }
 
   std::vector<int32_t> apply(std::vector<int32_t> a) const {
     if (!templated_) return a;

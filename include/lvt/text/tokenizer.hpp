@@ -183,16 +183,9 @@ class Tokenizer {
     }
     bos_id_ = token_of("bos_token");
     eos_id_ = token_of("eos_token");
-    // transformers rebuilds the template from these flags when the config sets either.
-    if (c.has("add_bos_token") || c.has("add_eos_token")) {
-      bool bos = c.bool_or("add_bos_token", false), eos = c.bool_or("add_eos_token", false);
-      if (bos && !bos_id_) c["add_bos_token"].fail("add_bos_token is true but there is no bos_token");
-      if (eos && !eos_id_) c["add_eos_token"].fail("add_eos_token is true but there is no eos_token");
-      std::vector<int32_t> before, after;
-      if (bos) before.push_back(*bos_id_);
-      if (eos) after.push_back(*eos_id_);
-      post_processor_ = PostProcessor::bos_eos(before, after);
-    }
+    // add_bos_token / add_eos_token are not applied: transformers 5.23 drops them whenever a
+    // tokenizer.json exists (tokenization_utils_base.py, _from_pretrained), and tokenizer.json's
+    // post-processor decides; without one it builds "$A" alone, which is what an empty one does.
   }
 
   static Json parse_json(std::string_view text, const std::string& name) {
