@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -113,4 +114,75 @@ int main(int argc, char** argv) {
     return 77;
   }
   return rc;
+}
+
+namespace {
+
+Json small_json() {
+  std::ifstream f(kText / "tokenizers" / "smollm2_style" / "tokenizer.json");
+  return Json::parse(f);
+}
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const lvt::Error& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+}  // namespace
+
+TEST_CASE("text: bad tokenizer.json names the file and the JSON path") {
+  Json j = small_json();
+  j["pre_tokenizer"]["pretokenizers"][1]["type"] = "Foo";
+  CHECK(error_of([&] { Tokenizer::from_json(j.dump()); }) ==
+        "tokenizer.json: /pre_tokenizer/pretokenizers/1/type: unknown pre-tokenizer \"Foo\"");
+  j = small_json();
+  j["normalizer"] = {{"type", "Lowercase"}};
+  CHECK(error_of([&] { Tokenizer::from_json(j.dump()); }) == "tokenizer.json: /normalizer/type: unknown normalizer \"Lowercase\"");
+  j = small_json();
+  j["decoder"] = {{"type", "WordPiece"}};
+  CHECK(error_of([&] { Tokenizer::from_json(j.dump()); }) == "tokenizer.json: /decoder/type: unknown decoder \"WordPiece\"");
+  j = small_json();
+  j["model"].erase("merges");
+  CHECK(error_of([&] { Tokenizer::from_json(j.dump()); }) == "tokenizer.json: /model/merges: missing field");
+  j = small_json();
+  j["model"]["merges"][2] = 7;
+  CHECK(error_of([&] { Tokenizer::from_json(j.dump()); }) == "tokenizer.json: /model/merges/2: expected \"a b\" or [a, b]");
+  j = small_json();
+  j["model"]["type"] = "Unigram";
+  CHECK(error_of([&] { Tokenizer::from_json(j.dump()); }).find("/model/type: unknown model \"Unigram\"") != std::string::npos);
+  j = small_json();
+  j["pre_tokenizer"] = {{"type", "Split"}, {"pattern", {{"Regex", "(unclosed"}}}, {"behavior", "Isolated"}};
+  CHECK(error_of([&] { Tokenizer::from_json(j.dump()); }).find("tokenizer.json: /pre_tokenizer/pattern/Regex: bad regex") == 0);
+}
+
+TEST_CASE("text: truncated or corrupt tokenizer.json is an error naming the file") {
+  std::string text = small_json().dump();
+  CHECK(error_of([&] { Tokenizer::from_json(text.substr(0, text.size() / 2)); }).find("tokenizer.json: not valid JSON") == 0);
+  CHECK(error_of([&] { Tokenizer::from_json("[1, 2]"); }).find("tokenizer.json: /") == 0);
+  CHECK(error_of([&] { Tokenizer::from_dir(kText / "no_such_folder"); }).find("cannot open") != std::string::npos);
+}
+
+TEST_CASE("text: invalid UTF-8 input and out-of-range ids are errors") {
+  Tokenizer t = Tokenizer::from_dir(kText / "tokenizers" / "smollm2_style");
+  CHECK(error_of([&] { t.encode("ok \xff bad"); }) == "Tokenizer::encode: input is not valid UTF-8 (byte 3)");
+  CHECK(error_of([&] { t.encode("\xe2\x82"); }).find("not valid UTF-8") != std::string::npos);
+  std::vector<int32_t> ids = {1, 2, static_cast<int32_t>(t.vocab_size())};
+  CHECK(error_of([&] { t.decode(ids); }).find("token id " + std::to_string(t.vocab_size()) + " is out of range") != std::string::npos);
+  std::vector<int32_t> neg = {-1};
+  CHECK(error_of([&] { t.decode(neg); }).find("token id -1 is out of range") != std::string::npos);
+}
+
+TEST_CASE("text: vocabulary accessors") {
+  Tokenizer t = Tokenizer::from_dir(kText / "tokenizers" / "metaspace_byte_fallback");
+  CHECK(t.token_to_id("<s>") == 1);
+  CHECK(t.id_to_token(2) == "</s>");
+  CHECK(t.token_to_id("<0x41>") == 3 + 0x41);
+  CHECK(t.bos_id() == 1);
+  CHECK(t.eos_id() == 2);
+  CHECK(t.special_tokens() == std::vector<std::string>{"<unk>", "<s>", "</s>"});
+  CHECK(!t.token_to_id("no such token"));
 }

@@ -26,7 +26,7 @@ class Bpe {
     for (auto it = vocab.value.begin(); it != vocab.value.end(); ++it) {
       if (!it->is_number_integer()) JsonAt{*it, vocab.path + "/" + it.key(), j.file}.fail("expected an integer id");
       auto id = it->get<int64_t>();
-      if (id < 0 || id > INT32_MAX) JsonAt{*it, vocab.path + "/" + it.key(), j.file}.fail("id out of range");
+      if (id < 0 || id >= kMaxId) JsonAt{*it, vocab.path + "/" + it.key(), j.file}.fail("id out of range");
       add_vocab(it.key(), static_cast<int32_t>(id));
     }
     unk_ = j.str_or("unk_token", "");
@@ -101,6 +101,7 @@ class Bpe {
 
  private:
   static constexpr size_t kCacheWords = 1 << 16;
+  static constexpr int64_t kMaxId = 1 << 22;  // real vocabularies stay far below; bounds the id table
   struct Merge { int32_t rank, id; };
   static uint64_t key(int32_t a, int32_t b) { return (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b); }
 

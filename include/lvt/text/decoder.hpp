@@ -143,6 +143,7 @@ class Decoder {
     } else if (t == "Metaspace") {
       s.kind = Step::Metaspace;
       s.replacement = j["replacement"].str();
+      if (s.replacement.empty()) j["replacement"].fail("expected one character");
       std::string scheme = j.str_or("prepend_scheme", j.bool_or("add_prefix_space", true) ? "always" : "never");
       s.strip_first = scheme != "never";
     } else if (t == "Replace") {

@@ -147,6 +147,7 @@ class PreTokenizer {
       } else if (t == "Metaspace") {
         s.kind = Metaspace;
         s.replacement = j["replacement"].str();
+        if (s.replacement.empty()) j["replacement"].fail("expected one character");
         s.split = j.bool_or("split", true);
         std::string scheme = j.str_or("prepend_scheme", j.bool_or("add_prefix_space", true) ? "always" : "never");
         if (scheme == "always") s.prepend = Always;

@@ -134,7 +134,7 @@ class Tokenizer {
         auto a = list[i];
         AddedToken t;
         t.id = static_cast<int32_t>(a["id"].integer());
-        if (t.id < 0) a["id"].fail("negative id");
+        if (t.id < 0 || a["id"].integer() >= (1 << 22)) a["id"].fail("id out of range");
         t.content = a["content"].str();
         if (t.content.empty()) a["content"].fail("empty added token");
         t.special = a.bool_or("special", false);
