@@ -138,8 +138,23 @@ def smollm2():
                                "tokenizer_class": "PreTrainedTokenizerFast"})
 
 
+def split_behaviors():
+    specials = ["<|endoftext|>"]
+    j = train(pre_tokenizers.ByteLevel(add_prefix_space=False), None, specials, 600, True)
+    j["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [
+        {"type": "Split", "pattern": {"Regex": "\\s+"}, "behavior": "MergedWithNext", "invert": False},
+        {"type": "Split", "pattern": {"Regex": "[a-z]+"}, "behavior": "Isolated", "invert": True},
+        {"type": "Split", "pattern": {"String": "x"}, "behavior": "Removed", "invert": False},
+        {"type": "Split", "pattern": {"Regex": "\\p{N}"}, "behavior": "MergedWithPrevious", "invert": True},
+        BL]}
+    j["post_processor"] = None
+    j["decoder"] = {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True}
+    write("split_behaviors", j, {"eos_token": "<|endoftext|>", "tokenizer_class": "PreTrainedTokenizerFast"})
+
+
 if __name__ == "__main__":
     llama3()
     tinyllama()
     digits_nfkc()
     smollm2()
+    split_behaviors()
