@@ -14,11 +14,12 @@ mkdir -p "$out"
 flags=(-std=c++20 -O1 -g -Iinclude -fsanitize=fuzzer,address,undefined
        -fno-sanitize-recover=undefined -fno-omit-frame-pointer)
 
-# Seed corpora: config texts and chat templates from the repo; small valid and broken safetensors built here.
-mkdir -p "$out/corpus/config" "$out/corpus/safetensors" "$out/corpus/chat_template"
+# Seed corpora: config texts, tokenizer files and chat templates from the repo; small valid and
+# broken safetensors built here.
+mkdir -p "$out/corpus/config" "$out/corpus/safetensors" "$out/corpus/tokenizer" "$out/corpus/chat_template"
 cp tests/fuzz/corpus/config/*.json "$out/corpus/config/"
-# chat templates: the real ones the goldens use
-cp tests/text/templates/*.jinja "$out/corpus/chat_template/"
+cp tests/fuzz/corpus/tokenizer/* "$out/corpus/tokenizer/"
+cp tests/text/templates/*.jinja "$out/corpus/chat_template/"  # the real ones the goldens use
 st_seed() {  # st_seed NAME HEADER DATA_BYTES
   local hdr=$2 n=${#2}
   { printf "$(printf '\\x%02x' $((n & 255)) $((n >> 8 & 255)) 0 0 0 0 0 0)"; printf '%s' "$hdr";
@@ -30,10 +31,12 @@ st_seed overlap '{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dty
 st_seed empty '{}' 0
 
 status=0
-for target in safetensors config chat_template; do
+declare -A libs=([tokenizer]="-lonig -lutf8proc")
+for target in safetensors config tokenizer chat_template; do
   exe="$out/fuzz_$target"
   echo "== building $exe"
-  "$cxx" "${flags[@]}" "tests/fuzz/fuzz_$target.cpp" -o "$exe"
+  # shellcheck disable=SC2086
+  "$cxx" "${flags[@]}" -DLVT_SOURCE_ROOT="\"$PWD\"" "tests/fuzz/fuzz_$target.cpp" -o "$exe" ${libs[$target]:-}
   echo "== fuzzing $target for ${secs}s"
   mkdir -p "$out/work_$target"
   if ! "$exe" -max_total_time="$secs" -jobs="$jobs" -workers="$jobs" -print_final_stats=1 \
