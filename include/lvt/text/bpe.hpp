@@ -94,6 +94,7 @@ class Bpe {
     std::vector<int32_t> ids;
     merge_word(word, ids);
     out.insert(out.end(), ids.begin(), ids.end());
+    if (word.size() >= kCacheMaxBytes) return;  // as tokenizers: long words (whole documents) stay out
     std::lock_guard lock(cache_->mutex);
     if (cache.size() >= kCacheWords) cache.clear();
     cache.emplace(std::string(word), std::move(ids));
@@ -101,6 +102,7 @@ class Bpe {
 
  private:
   static constexpr size_t kCacheWords = 1 << 16;
+  static constexpr size_t kCacheMaxBytes = 256;  // tokenizers' MAX_LENGTH: longer words are not cached
   static constexpr int64_t kMaxId = 1 << 22;  // real vocabularies stay far below; bounds the id table
   struct Merge { int32_t rank, id; };
   static uint64_t key(int32_t a, int32_t b) { return (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b); }
