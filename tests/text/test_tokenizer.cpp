@@ -176,6 +176,38 @@ TEST_CASE("text: invalid UTF-8 input and out-of-range ids are errors") {
   CHECK(error_of([&] { t.decode(neg); }).find("token id -1 is out of range") != std::string::npos);
 }
 
+// normalize_unicode cuts the text before ASCII characters and normalizes only the non-ASCII runs
+// (a speed-up): the result must be what utf8proc gives for the whole string.
+TEST_CASE("text: run-by-run NFC / NFKC equals whole-string normalization") {
+  auto whole = [](const std::string& s, lvt::text::NormalForm f) {
+    std::string out;
+    lvt::text::normalize_unicode_append(out, s, f);
+    return out;
+  };
+  std::vector<std::string> cases = corpus();
+  // Marks after ASCII letters, marks at the start, Hangul jamo, marks that reorder, compatibility
+  // characters that decompose to ASCII, singletons (Kelvin, Angstrom, Ohm), and random mixes.
+  const std::vector<std::string> atoms = {"a", "e", "A", " ", "\n", "1", "\xcc\x81", "\xcc\x88", "\xcc\xa3", "\xcd\x84",
+      "\xe1\x84\x80", "\xe1\x85\xa1", "\xe1\x86\xa8", "\xef\xac\x81", "\xc2\xbd", "\xe2\x84\xaa", "\xe2\x84\xab",
+      "\xe2\x84\xa6", "\xef\xbc\xa1", "\xc3\xa9", "\xe4\xbd\xa0", "\xf0\x9f\x98\x80", "\xe0\xa4\x95", "\xe0\xa5\x8d"};
+  cases.insert(cases.end(), {"\xcc\x81" "abc", "e\xcc\x81", "x\xcc\xa3\xcc\x81y", "\xe1\x84\x80\xe1\x85\xa1\xe1\x86\xa8"});
+  uint32_t rng = 12345;
+  for (int n = 0; n < 3000; ++n) {
+    std::string s;
+    int len = 1 + static_cast<int>(rng % 12);
+    for (int k = 0; k < len; ++k) {
+      rng = rng * 1664525u + 1013904223u;
+      s += atoms[(rng >> 8) % atoms.size()];
+    }
+    cases.push_back(s);
+  }
+  size_t bad = 0;
+  for (auto& s : cases)
+    for (auto f : {lvt::text::NormalForm::NFC, lvt::text::NormalForm::NFKC})
+      if (lvt::text::normalize_unicode(s, f) != whole(s, f) && ++bad <= 5) FAIL_MSG("differs on \"" << s << "\"");
+  CHECK(bad == 0);
+}
+
 TEST_CASE("text: vocabulary accessors") {
   Tokenizer t = Tokenizer::from_dir(kText / "tokenizers" / "metaspace_byte_fallback");
   CHECK(t.token_to_id("<s>") == 1);

@@ -3,6 +3,7 @@
 // every current piece into smaller ones, as tokenizers' PreTokenizedString::split does.
 #include <memory>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -21,11 +22,11 @@ struct Piece {
 enum class SplitBehavior { Isolated, Removed, MergedWithPrevious, MergedWithNext, Contiguous };
 
 // Splits s at the given matches (sorted, non-overlapping) the way SplitDelimiterBehavior says.
-inline void split_with(const Piece& p, const std::vector<std::pair<size_t, size_t>>& matches,
+inline void split_with(std::string_view s, bool at_start, const std::vector<std::pair<size_t, size_t>>& matches,
                        SplitBehavior how, bool invert, std::vector<Piece>& out) {
-  const std::string& s = p.text;
   struct Part { size_t b, e; bool match; };
   std::vector<Part> parts;
+  parts.reserve(2 * matches.size() + 1);
   size_t prev = 0;
   for (auto [b, e] : matches) {
     if (prev != b) parts.push_back({prev, b, invert});
@@ -34,6 +35,7 @@ inline void split_with(const Piece& p, const std::vector<std::pair<size_t, size_
   }
   if (prev != s.size()) parts.push_back({prev, s.size(), invert});
   std::vector<std::pair<size_t, size_t>> ranges;
+  ranges.reserve(parts.size());
   switch (how) {
     case SplitBehavior::Isolated:
       for (auto& q : parts) ranges.emplace_back(q.b, q.e);
@@ -71,7 +73,11 @@ inline void split_with(const Piece& p, const std::vector<std::pair<size_t, size_
     }
   }
   for (auto [b, e] : ranges)
-    if (b != e) out.push_back({s.substr(b, e - b), p.at_start && b == 0});
+    if (b != e) out.push_back({std::string(s.substr(b, e - b)), at_start && b == 0});
+}
+inline void split_with(const Piece& p, const std::vector<std::pair<size_t, size_t>>& matches,
+                       SplitBehavior how, bool invert, std::vector<Piece>& out) {
+  split_with(p.text, p.at_start, matches, how, invert, out);
 }
 
 class PreTokenizer {
@@ -167,17 +173,26 @@ class PreTokenizer {
       switch (kind) {
         case Split: split_with(p, pattern->find_all(p.text), behavior, invert, out); return;
         case ByteLevel: {
-          Piece q = p;
-          if (add_prefix_space && (q.text.empty() || q.text[0] != ' ')) q.text.insert(0, 1, ' ');
-          std::vector<Piece> parts;
-          if (use_regex) split_with(q, regex->find_all(q.text), SplitBehavior::Isolated, false, parts);
-          else parts.push_back(std::move(q));
           auto& map = ByteLevelMap::get();
-          for (auto& part : parts) {
-            std::string mapped;
-            mapped.reserve(part.text.size() * 2);
-            for (unsigned char c : part.text) mapped += map.byte_to_utf8[c];
-            out.push_back({std::move(mapped), part.at_start});
+          bool prefix = add_prefix_space && (p.text.empty() || p.text[0] != ' ');
+          if (!use_regex) {  // the whole piece, mapped: no intermediate copies
+            Piece q{{}, p.at_start};
+            q.text.reserve(2 * p.text.size() + 2);
+            if (prefix) map.append(q.text, " ");
+            map.append(q.text, p.text);
+            out.push_back(std::move(q));
+            return;
+          }
+          std::string spaced;
+          if (prefix) spaced = " " + p.text;
+          const std::string& text = prefix ? spaced : p.text;
+          size_t from = out.size();
+          split_with(text, p.at_start, regex->find_all(text), SplitBehavior::Isolated, false, out);
+          std::string mapped;
+          for (size_t k = from; k < out.size(); ++k) {
+            mapped.clear();
+            map.append(mapped, out[k].text);
+            out[k].text.assign(mapped);
           }
           return;
         }

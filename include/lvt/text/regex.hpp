@@ -31,7 +31,6 @@ class Regex {
       throw Error("bad regex \"" + pattern + "\": " + reinterpret_cast<char*>(msg));
     }
     re_.reset(re);
-    region_.reset(onig_region_new());
   }
 
   // Every non-overlapping match as [begin, end) byte offsets, like the onig crate's find_iter.
@@ -41,11 +40,18 @@ class Regex {
     auto end = start + s.size();
     size_t pos = 0;
     size_t last_end = std::string_view::npos;
-    std::lock_guard lock(mutex_);
+    // A region per call, not per regex: a compiled regex_t is read-only while searching, so
+    // threads encoding at once share it without a lock.
+    OnigRegion region;
+    onig_region_init(&region);
+    struct FreeRegion {
+      OnigRegion* r;
+      ~FreeRegion() { onig_region_free(r, 0); }
+    } free_region{&region};
     while (pos <= s.size()) {
-      int r = onig_search(re_.get(), start, end, start + pos, end, region_.get(), ONIG_OPTION_NONE);
+      int r = onig_search(re_.get(), start, end, start + pos, end, &region, ONIG_OPTION_NONE);
       if (r < 0) break;
-      size_t b = static_cast<size_t>(region_->beg[0]), e = static_cast<size_t>(region_->end[0]);
+      size_t b = static_cast<size_t>(region.beg[0]), e = static_cast<size_t>(region.end[0]);
       if (b == e) {
         // An empty match right after the previous match is skipped; step one character on.
         size_t step = 1;
@@ -68,11 +74,8 @@ class Regex {
  private:
   struct Free {
     void operator()(regex_t* r) const { onig_free(r); }
-    void operator()(OnigRegion* r) const { onig_region_free(r, 1); }
   };
   std::unique_ptr<regex_t, Free> re_;
-  std::unique_ptr<OnigRegion, Free> region_;
-  mutable std::mutex mutex_;
 };
 
 }  // namespace lvt::text

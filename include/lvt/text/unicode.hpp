@@ -94,16 +94,42 @@ inline void utf8_append(std::string& out, char32_t cp) {
 
 enum class NormalForm { NFC, NFKC };
 
-inline std::string normalize_unicode(std::string_view s, NormalForm form) {
-  if (s.empty()) return {};
+// NFC / NFKC through utf8proc, run by run: ASCII characters are unchanged by both forms, are
+// starters (combining class 0) and are never the second character of a canonical composition, so
+// the text may be cut before any ASCII character. Only each non-ASCII run, with the one ASCII
+// character before it (a following mark may compose with it), goes through utf8proc; ASCII text
+// is copied. Same result as normalizing the whole string (checked in tests/text).
+inline void normalize_unicode_append(std::string& out, std::string_view s, NormalForm form) {
+  if (s.empty()) return;
   utf8proc_uint8_t* dst = nullptr;
   int options = UTF8PROC_STABLE | UTF8PROC_COMPOSE | (form == NormalForm::NFKC ? UTF8PROC_COMPAT : 0);
   auto n = utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(s.data()),
                         static_cast<utf8proc_ssize_t>(s.size()), &dst,
                         static_cast<utf8proc_option_t>(options));
   if (n < 0) throw Error(std::string("unicode normalization failed: ") + utf8proc_errmsg(n));
-  std::string out(reinterpret_cast<const char*>(dst), static_cast<size_t>(n));
+  out.append(reinterpret_cast<const char*>(dst), static_cast<size_t>(n));
   std::free(dst);
+}
+
+inline std::string normalize_unicode(std::string_view s, NormalForm form) {
+  std::string out;
+  out.reserve(s.size());
+  auto ascii = [&](size_t k) { return static_cast<unsigned char>(s[k]) < 0x80; };
+  size_t i = 0;
+  while (i < s.size()) {
+    size_t j = i;
+    while (j < s.size() && ascii(j)) ++j;
+    if (j == s.size()) {
+      out.append(s.substr(i));
+      break;
+    }
+    size_t from = j > i ? j - 1 : j;  // the ASCII character before the run goes with it
+    out.append(s.substr(i, from - i));
+    size_t k = j;
+    while (k < s.size() && !ascii(k)) ++k;
+    normalize_unicode_append(out, s.substr(from, k - from), form);
+    i = k;
+  }
   return out;
 }
 
