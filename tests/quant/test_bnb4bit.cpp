@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "lvt/io/bnb4bit.hpp"
+#include "../errors.hpp"
 
 using namespace lvt;
 using namespace lvt::io;
@@ -37,15 +38,6 @@ struct TempDir {
 
 bool has(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const lvt::Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
 
 TensorData bf16_tensor(const std::string& name, std::vector<std::int64_t> shape, std::mt19937& rng,
                        float sigma = 0.02f) {

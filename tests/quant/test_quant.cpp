@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "lvt/quant/blockwise.hpp"
+#include "../errors.hpp"
 
 using namespace lvt;
 using namespace lvt::quant;
@@ -59,15 +60,6 @@ std::vector<float> roundtrip_int8(const std::vector<float>& x, int block) {
   return y;
 }
 
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const lvt::Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
 
 // bnb's create_dynamic_map(signed=True) recomputed the way torch evaluates it in fp32:
 // torch.linspace(0.1, 1, k) (start + step*i below the halfway index, end - step*(k-1-i) above,
