@@ -180,17 +180,17 @@ TEST_CASE("text data: every bad line is an error naming the file and line") {
   const ChatTemplate strict(
       "{% for m in messages %}{% if (m['role'] == 'user') != (loop.index0 % 2 == 0) %}"
       "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}"
-      "{% endif %}{{ m['role'] + ': ' + m['content'] + '\\n' }}{% endfor %}"
-      "{% if add_generation_prompt %}{{ 'assistant: ' }}{% endif %}");
+      "{% endif %}{{ m['role'] + ':\\n' + m['content'] + '\\n' }}{% endfor %}"
+      "{% if add_generation_prompt %}{{ 'assistant:\\n' }}{% endif %}");
   const ExampleEncoder enc(tok, &strict, false);
   const Example bad = parse_example(R"({"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]})", w);
   CHECK(error_of([&] { enc.encode(bad, w); }) ==
         "data.jsonl:7: chat template: Conversation roles must alternate user/assistant/user/assistant/...");
   const Example good = parse_example(R"({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]})", w);
   const EncodedExample ok = enc.encode(good, w);
-  // "user: a\nassistant: " is the prompt; "b\n" is the assistant's.
-  const auto prompt_ids = tok.encode("user: a\nassistant: ", false);
-  CHECK(ok.ids == tok.encode("user: a\nassistant: b\n", false));
+  // "user:\na\nassistant:\n" is the prompt; "b\n" is the assistant's.
+  const auto prompt_ids = tok.encode("user:\na\nassistant:\n", false);
+  CHECK(ok.ids == tok.encode("user:\na\nassistant:\nb\n", false));
   CHECK(std::count(ok.mask.begin(), ok.mask.end(), 0) == std::ptrdiff_t(prompt_ids.size()));
   // No template at all.
   const ExampleEncoder none(tok, nullptr, false);
