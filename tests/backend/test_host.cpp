@@ -1,7 +1,11 @@
 // The host backend executing planned step programs: policies that must not change the math give
 // bit-identical LoRA gradients; poison mode (freed buffers filled with NaN) passes for all of them.
+// Packed rows (positions restarting at each example) give each example what it gets alone.
 #include <doctest/doctest.h>
 
+#include <algorithm>
+#include <cmath>
+#include <cstring>
 #include <random>
 #include <vector>
 
@@ -159,4 +163,177 @@ TEST_CASE("evaluation runs without LoRA dropout (PEFT's eval mode); training ste
   const double tb = b.step(batch.tokens.data(), batch.targets.data(), nullptr, 1.0, 3, 1).mean();
   CHECK(ta == ea);
   CHECK(tb != ea);  // the training step's forward drops out
+}
+
+// ---- packed rows: positions restart at each example ---------------------------------------
+
+namespace {
+
+// Three rows of 16: examples of 5, 7 and 4 tokens; one that fills its row; 3 and 6 tokens and a
+// padded tail of 7 (targets -100, positions restarting as one more example nobody reads).
+struct Packed {
+  struct Example {
+    int row, start, len;
+  };
+  std::vector<Example> examples{{0, 0, 5}, {0, 5, 7}, {0, 12, 4}, {1, 0, 16}, {2, 0, 3}, {2, 3, 6}};
+  std::vector<std::int32_t> tokens, targets, positions;
+};
+
+PlanOptions packed_options() {
+  PlanOptions o = base_options();
+  o.batch = 3;
+  return o;
+}
+
+Packed make_packed(const PlanOptions& o) {
+  Packed p;
+  std::mt19937_64 rng(21);
+  const int n = o.batch * o.seq;
+  p.tokens.assign(std::size_t(n), 0);
+  p.targets.assign(std::size_t(n), -100);
+  p.positions.assign(std::size_t(n), 0);
+  for (int i = 0; i < n; ++i) p.positions[std::size_t(i)] = i % o.seq;
+  for (const Packed::Example& e : p.examples)
+    for (int t = 0; t < e.len; ++t) {
+      const std::size_t i = std::size_t(e.row * o.seq + e.start + t);
+      p.tokens[i] = std::int32_t(rng() % tiny.vocab);
+      p.targets[i] = t == 2 ? -100 : std::int32_t(rng() % tiny.vocab);  // one ignored inside
+      p.positions[i] = t;
+    }
+  for (int t = 9; t < 16; ++t) {  // the padded tail of row 2
+    p.positions[std::size_t(2 * o.seq + t)] = t - 9;
+    p.tokens[std::size_t(2 * o.seq + t)] = std::int32_t(rng() % tiny.vocab);
+  }
+  return p;
+}
+
+struct Grads {
+  double loss_sum = 0;
+  std::int64_t tokens = 0;
+  std::vector<float> g;
+};
+Grads take(backend::HostBackend& b, const backend::StepStats& st) {
+  Grads r{st.loss_sum, st.tokens, {}};
+  const auto g = b.lora_grads();
+  r.g.assign(g.begin(), g.end());
+  b.zero_grads();
+  return r;
+}
+// max |a - b| / max |b|
+double rel_diff(const std::vector<float>& a, const std::vector<float>& b) {
+  double d = 0, m = 0;
+  for (std::size_t i = 0; i < b.size(); ++i) {
+    d = std::max(d, std::fabs(double(a[i]) - double(b[i])));
+    m = std::max(m, std::fabs(double(b[i])));
+  }
+  return d / m;
+}
+
+}  // namespace
+
+TEST_CASE("packed rows: per-example loss and LoRA gradients equal each example trained alone") {
+  const PlanOptions po = packed_options();
+  const Packed p = make_packed(po);
+  backend::HostBackend packed(tiny, po, true);
+  PlanOptions uo = base_options();
+  uo.batch = 1;
+  backend::HostBackend alone(tiny, uo, true);
+  for (backend::HostBackend* b : {&packed, &alone}) {
+    init_weights(*b, 7);
+    init_lora(*b, 11);
+  }
+  const int T = po.seq;
+  double worst_grad = 0, worst_loss = 0;
+  std::vector<double> whole(std::size_t(packed.lora_count()), 0.0);
+  std::int64_t kept_all = 0;
+  for (const Packed::Example& e : p.examples) {
+    CAPTURE(e.row);
+    CAPTURE(e.start);
+    // Packed: every row as it is, only this example's targets kept.
+    std::vector<std::int32_t> tgt(p.targets.size(), -100);
+    for (int t = 0; t < e.len; ++t)
+      tgt[std::size_t(e.row * T + e.start + t)] = p.targets[std::size_t(e.row * T + e.start + t)];
+    const Grads got = take(packed, packed.step(p.tokens.data(), tgt.data(), p.positions.data(),
+                                               nullptr, 1.0, 3, 1));
+    // Alone: the example at the start of its own row, padded with targets -100.
+    std::vector<std::int32_t> tok1(std::size_t(T), 0), tgt1(std::size_t(T), -100);
+    for (int t = 0; t < e.len; ++t) {
+      tok1[std::size_t(t)] = p.tokens[std::size_t(e.row * T + e.start + t)];
+      tgt1[std::size_t(t)] = p.targets[std::size_t(e.row * T + e.start + t)];
+    }
+    const Grads ref = take(alone, alone.step(tok1.data(), tgt1.data(), nullptr, 1.0, 3, 1));
+    REQUIRE(ref.tokens == e.len - 1);
+    CHECK(got.tokens == ref.tokens);
+    const double dl = std::fabs(got.loss_sum - ref.loss_sum) / std::fabs(ref.loss_sum);
+    const double dg = rel_diff(got.g, ref.g);
+    CHECK(dl <= 1e-6);
+    CHECK(dg <= 1e-6);
+    worst_loss = std::max(worst_loss, dl);
+    worst_grad = std::max(worst_grad, dg);
+    for (std::size_t i = 0; i < whole.size(); ++i) whole[i] += double(ref.g[i]) * double(ref.tokens);
+    kept_all += ref.tokens;
+    // Forward only gives the same loss.
+    CHECK(packed.evaluate(p.tokens.data(), tgt.data(), p.positions.data()).loss_sum == got.loss_sum);
+  }
+  MESSAGE("packed vs alone, per example: max rel loss diff " << worst_loss
+                                                              << ", max rel LoRA grad diff " << worst_grad);
+  // The whole packed batch: the token-weighted mean of the examples' gradients.
+  const Grads all = take(packed, packed.step(p.tokens.data(), p.targets.data(), p.positions.data(),
+                                             nullptr, 1.0, 3, 1));
+  CHECK(all.tokens == kept_all);
+  std::vector<float> mean(whole.size());
+  for (std::size_t i = 0; i < whole.size(); ++i) mean[i] = float(whole[i] / double(kept_all));
+  const double dall = rel_diff(all.g, mean);
+  MESSAGE("whole packed batch vs the examples alone: max rel LoRA grad diff " << dall);
+  CHECK(dall <= 1e-6);
+}
+
+TEST_CASE("packed rows: checkpointing is bit-identical; positions 0..seq-1 equal none") {
+  const PlanOptions po = packed_options();
+  const Packed p = make_packed(po);
+  auto run = [&](PlanOptions o, const std::int32_t* positions, bool poison) {
+    backend::HostBackend b(tiny, o, poison);
+    init_weights(b, 7);
+    init_lora(b, 11);
+    return take(b, b.step(p.tokens.data(), p.targets.data(), positions, nullptr, 1.0, 3, 1));
+  };
+  const Grads ref = run(po, p.positions.data(), false);
+  for (int every : {1, 2, 3}) {
+    CAPTURE(every);
+    PlanOptions o = po;
+    o.checkpoint_every = every;
+    o.offload_checkpoints = every == 2;
+    const Grads got = run(o, p.positions.data(), true);
+    CHECK(got.loss_sum == ref.loss_sum);
+    CHECK(std::memcmp(got.g.data(), ref.g.data(), ref.g.size() * 4) == 0);
+  }
+  std::vector<std::int32_t> iota(p.positions.size());
+  for (std::size_t i = 0; i < iota.size(); ++i) iota[i] = std::int32_t(i % std::size_t(po.seq));
+  const Grads none = run(po, nullptr, false), explicit_iota = run(po, iota.data(), false);
+  CHECK(none.loss_sum == explicit_iota.loss_sum);
+  CHECK(std::memcmp(none.g.data(), explicit_iota.g.data(), none.g.size() * 4) == 0);
+  CHECK(none.loss_sum != ref.loss_sum);  // packing changes what attention sees
+}
+
+TEST_CASE("packed rows: bad positions name the row, the column and the values") {
+  const PlanOptions po = packed_options();
+  Packed p = make_packed(po);
+  backend::HostBackend b(tiny, po);
+  init_weights(b, 7);
+  init_lora(b, 11);
+  std::vector<std::int32_t> pos = p.positions;
+  pos[std::size_t(po.seq)] = 1;
+  CHECK_THROWS_WITH_AS(b.step(p.tokens.data(), p.targets.data(), pos.data(), nullptr, 1.0, 3, 1),
+                       "positions: row 1, column 0: position 1 (a row must start at position 0)",
+                       Error);
+  pos = p.positions;
+  pos[3] = 4;
+  CHECK_THROWS_WITH_AS(b.evaluate(p.tokens.data(), p.targets.data(), pos.data()),
+                       "positions: row 0, column 3: position 4 after 2 (each position is 0, "
+                       "starting a new example, or the previous one + 1)",
+                       Error);
+  pos = p.positions;
+  pos[std::size_t(2 * po.seq + 5)] = -1;
+  CHECK_THROWS_WITH_AS(b.evaluate(p.tokens.data(), p.targets.data(), pos.data()),
+                       doctest::Contains("row 2, column 5: position -1 after 1"), Error);
 }

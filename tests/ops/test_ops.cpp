@@ -296,6 +296,114 @@ TEST_CASE("attention: GQA forward equals the materialized softmax; FD gradients 
                        Error);
 }
 
+// Packed rows: row 0 holds examples of 4, 3 and 2 tokens, row 1 one example filling it.
+namespace {
+constexpr int packed_T = 9;
+const std::vector<std::int32_t> packed_positions = {0, 1, 2, 3, 0, 1, 2, 0, 1,
+                                                    0, 1, 2, 3, 4, 5, 6, 7, 8};
+struct Span1 {
+  int row, start, len;
+};
+const Span1 packed_examples[] = {{0, 0, 4}, {0, 4, 3}, {0, 7, 2}, {1, 0, 9}};
+// Rows [start, start + len) of row `row` of x [B, T, width] as a batch of one.
+Vec rows_of(const Vec& x, int T, int width, const Span1& e) {
+  const auto at = x.begin() + std::ptrdiff_t((e.row * T + e.start) * width);
+  return Vec(at, at + std::ptrdiff_t(e.len * width));
+}
+}  // namespace
+
+TEST_CASE("attention with positions: each packed example equals it alone; FD gradients") {
+  const int B = 2, T = packed_T, H = 4, KV = 2, D = 5;
+  const std::int32_t* pos = packed_positions.data();
+  Vec q = random_vec(B * T * H * D, 141, -2, 2), k = random_vec(B * T * KV * D, 142, -2, 2),
+      v = random_vec(B * T * KV * D, 143), w = random_vec(B * T * H * D, 144);
+  Vec out(q.size()), lse(B * H * T), scratch(ops::attention::scratch_elems(T));
+  ops::attention::forward(out.data(), lse.data(), scratch.data(), q.data(), k.data(), v.data(), B,
+                          T, H, KV, D, pos);
+  Vec dq(q.size(), 0.0), dk(k.size(), 0.0), dv(v.size(), 0.0);
+  ops::attention::backward(dq.data(), dk.data(), dv.data(), scratch.data(), w.data(), q.data(),
+                           k.data(), v.data(), out.data(), lse.data(), B, T, H, KV, D, pos);
+  for (const Span1& e : packed_examples) {
+    CAPTURE(e.row);
+    CAPTURE(e.start);
+    const int n = e.len;
+    const Vec qe = rows_of(q, T, H * D, e), ke = rows_of(k, T, KV * D, e),
+              ve = rows_of(v, T, KV * D, e), we = rows_of(w, T, H * D, e);
+    Vec ref(qe.size()), ref_lse(H * n);
+    naive_attention(ref, ref_lse, qe, ke, ve, 1, n, H, KV, D);
+    for (int t = 0; t < n; t++)
+      for (int h = 0; h < H; h++) {
+        CHECK(lse[(e.row * H + h) * T + e.start + t] == doctest::Approx(ref_lse[h * n + t]).epsilon(1e-12));
+        for (int i = 0; i < D; i++)
+          CHECK(out[((e.row * T + e.start + t) * H + h) * D + i] ==
+                doctest::Approx(ref[(t * H + h) * D + i]).epsilon(1e-12));
+      }
+    // Backward of the example alone (causal, no positions): the same gradients, bit for bit.
+    Vec oe(qe.size()), le(H * n), se(n), dqe(qe.size(), 0.0), dke(ke.size(), 0.0), dve(ve.size(), 0.0);
+    ops::attention::forward(oe.data(), le.data(), se.data(), qe.data(), ke.data(), ve.data(), 1, n,
+                            H, KV, D);
+    ops::attention::backward(dqe.data(), dke.data(), dve.data(), se.data(), we.data(), qe.data(),
+                             ke.data(), ve.data(), oe.data(), le.data(), 1, n, H, KV, D);
+    CHECK(rows_of(out, T, H * D, e) == oe);
+    CHECK(rows_of(dq, T, H * D, e) == dqe);
+    CHECK(rows_of(dk, T, KV * D, e) == dke);
+    CHECK(rows_of(dv, T, KV * D, e) == dve);
+  }
+  auto loss = [&] {
+    Vec o(q.size()), l(B * H * T), s(T);
+    ops::attention::forward(o.data(), l.data(), s.data(), q.data(), k.data(), v.data(), B, T, H,
+                            KV, D, pos);
+    return dot(o, w);
+  };
+  fd_check("attention dq (positions)", q, dq, loss);
+  fd_check("attention dk (positions)", k, dk, loss);
+  fd_check("attention dv (positions)", v, dv, loss);
+
+  // Positions 0..T-1 in every row are plain causal attention, bit for bit.
+  std::vector<std::int32_t> iota(std::size_t(B * T));
+  for (int i = 0; i < B * T; i++) iota[std::size_t(i)] = i % T;
+  Vec o1(q.size()), l1(lse.size()), o2(q.size()), l2(lse.size());
+  ops::attention::forward(o1.data(), l1.data(), scratch.data(), q.data(), k.data(), v.data(), B, T,
+                          H, KV, D);
+  ops::attention::forward(o2.data(), l2.data(), scratch.data(), q.data(), k.data(), v.data(), B, T,
+                          H, KV, D, iota.data());
+  CHECK(o1 == o2);
+  CHECK(l1 == l2);
+}
+
+TEST_CASE("rope with positions: each packed example equals it alone; FD gradient") {
+  const int B = 2, T = packed_T, H = 3, D = 10, R = 6;
+  const std::int32_t* pos = packed_positions.data();
+  ModelConfig c{.layers = 1, .hidden = H * D, .heads = H, .kv_heads = H, .head_dim = D, .ffn = 4,
+                .vocab = 4, .rope_theta = 100.0, .partial_rotary_factor = 0.6};
+  REQUIRE(c.rotary_dim() == R);
+  std::vector<double> inv(R / 2);
+  ops::rope::inv_freq(inv.data(), c);
+  Vec cs(T * R / 2), sn(T * R / 2);
+  ops::rope::tables(cs.data(), sn.data(), inv.data(), T, R / 2);
+  Vec x = random_vec(B * T * H * D, 131), w = random_vec(B * T * H * D, 132);
+  Vec out(x.size()), dx(x.size(), 0.0);
+  ops::rope::forward(out.data(), x.data(), cs.data(), sn.data(), B, T, H, D, R, pos);
+  ops::rope::backward(dx.data(), w.data(), cs.data(), sn.data(), B, T, H, D, R, pos);
+  for (const Span1& e : packed_examples) {
+    CAPTURE(e.start);
+    const int n = e.len;
+    const Vec xe = rows_of(x, T, H * D, e), we = rows_of(w, T, H * D, e);
+    Vec ce(n * R / 2), se(n * R / 2), oe(xe.size()), de(xe.size(), 0.0);
+    ops::rope::tables(ce.data(), se.data(), inv.data(), n, R / 2);  // positions 0..n-1
+    ops::rope::forward(oe.data(), xe.data(), ce.data(), se.data(), 1, n, H, D, R);
+    ops::rope::backward(de.data(), we.data(), ce.data(), se.data(), 1, n, H, D, R);
+    CHECK(rows_of(out, T, H * D, e) == oe);
+    CHECK(rows_of(dx, T, H * D, e) == de);
+  }
+  auto loss = [&] {
+    Vec o(x.size());
+    ops::rope::forward(o.data(), x.data(), cs.data(), sn.data(), B, T, H, D, R, pos);
+    return dot(o, w);
+  };
+  fd_check("rope dx (positions)", x, dx, loss);
+}
+
 // ---- swiglu ------------------------------------------------------------------------------------
 
 TEST_CASE("swiglu: silu(gate) * up; FD gradients; fused gate_up stride") {

@@ -44,9 +44,11 @@ static_assert(ops::linear::lora_row_block == 16,
               "with 16-row blocks: change both together");
 
 // The element ops of model/block.hpp's Ops, as the host reference runs them (any float type:
-// the backend uses float, the block's gradient test double).
+// the backend uses float, the block's gradient test double). positions [batch * seq] (null:
+// 0..seq-1 in every row) are the step's, for RoPE and attention over packed rows.
 template <class T>
 struct HostElementOps {
+  const std::int32_t* positions = nullptr;
   void rmsnorm_forward(T* out, T* rstd, const T* x, const T* w, i64 rows, i64 dim, double eps) {
     ops::rmsnorm::forward(out, rstd, x, w, rows, dim, eps);
   }
@@ -56,20 +58,20 @@ struct HostElementOps {
   }
   void rope_forward(T* out, const T* x, const T* c, const T* s, i64 b, i64 t, i64 h, i64 hd,
                     i64 rot) {
-    ops::rope::forward(out, x, c, s, b, t, h, hd, rot);
+    ops::rope::forward(out, x, c, s, b, t, h, hd, rot, positions);
   }
   void rope_backward(T* dx, const T* dout, const T* c, const T* s, i64 b, i64 t, i64 h, i64 hd,
                      i64 rot) {
-    ops::rope::backward(dx, dout, c, s, b, t, h, hd, rot);
+    ops::rope::backward(dx, dout, c, s, b, t, h, hd, rot, positions);
   }
   void attention_forward(T* out, T* lse, T* row, const T* q, const T* k, const T* v, i64 b, i64 t,
                          i64 h, i64 kv, i64 hd) {
-    ops::attention::forward(out, lse, row, q, k, v, b, t, h, kv, hd);
+    ops::attention::forward(out, lse, row, q, k, v, b, t, h, kv, hd, positions);
   }
   void attention_backward(T* dq, T* dk, T* dv, T* row, const T* dout, const T* q, const T* k,
                           const T* v, const T* out, const T* lse, i64 b, i64 t, i64 h, i64 kv,
                           i64 hd) {
-    ops::attention::backward(dq, dk, dv, row, dout, q, k, v, out, lse, b, t, h, kv, hd);
+    ops::attention::backward(dq, dk, dv, row, dout, q, k, v, out, lse, b, t, h, kv, hd, positions);
   }
   void swiglu_forward(T* out, const T* g, const T* u, i64 rows, i64 cols) {
     ops::swiglu::forward(out, g, u, rows, cols);
@@ -162,14 +164,25 @@ class HostBackend {
   // One micro-batch: tokens/targets [batch * seq]. Backward adds into the LoRA grads; with
   // `opt` the optimizer actions run (clip, AdamW, grads zeroed), else they are skipped
   // (gradient accumulation). grad_scale multiplies d loss (1 / accumulation steps).
+  // positions [batch * seq] (nullptr: 0..seq-1 in every row): each token's position within its
+  // example; a 0 starts a new example. Attention never looks at an earlier example's tokens and
+  // RoPE uses these positions.
+  StepStats step(const std::int32_t* tokens, const std::int32_t* targets, const std::int32_t* positions,
+                 const OptimizerSettings* opt, double grad_scale, std::uint64_t dropout_seed_base,
+                 std::uint64_t step_index) {
+    return run(tokens, targets, positions, true, opt, grad_scale, dropout_seed_base, step_index);
+  }
   StepStats step(const std::int32_t* tokens, const std::int32_t* targets,
                  const OptimizerSettings* opt, double grad_scale, std::uint64_t dropout_seed_base,
                  std::uint64_t step_index) {
-    return run(tokens, targets, true, opt, grad_scale, dropout_seed_base, step_index);
+    return step(tokens, targets, nullptr, opt, grad_scale, dropout_seed_base, step_index);
   }
   // Forward and loss only (no backward, no update).
+  StepStats evaluate(const std::int32_t* tokens, const std::int32_t* targets, const std::int32_t* positions) {
+    return run(tokens, targets, positions, false, nullptr, 1.0, 0, 0);
+  }
   StepStats evaluate(const std::int32_t* tokens, const std::int32_t* targets) {
-    return run(tokens, targets, false, nullptr, 1.0, 0, 0);
+    return evaluate(tokens, targets, nullptr);
   }
 
  private:
@@ -237,6 +250,7 @@ class HostBackend {
     ops_.w_scratch = reinterpret_cast<float*>(ws + cw.weight.offset);
     ops_.lora_scratch = reinterpret_cast<float*>(ws + cw.lora.offset);
     idx_.bind_biases(ops_.w, ops_.bias);
+    ops_.positions = io(idx_.io.positions);
     if (idx_.roles.trainable(opt_, l))
       idx_.bind_lora(l, f(idx_.b_lora), f(idx_.b_grad), seed_base, step_index, train, ops_.lora,
                      ops_.grads);
@@ -324,13 +338,18 @@ class HostBackend {
                 std::size_t(std::min(idx_.buffer(from).bytes, idx_.buffer(to).bytes)));
   }
 
-  StepStats run(const std::int32_t* tokens, const std::int32_t* targets, bool train,
-                const OptimizerSettings* opt, double grad_scale, std::uint64_t seed_base,
-                std::uint64_t step_index) {
+  StepStats run(const std::int32_t* tokens, const std::int32_t* targets,
+                const std::int32_t* positions, bool train, const OptimizerSettings* opt,
+                double grad_scale, std::uint64_t seed_base, std::uint64_t step_index) {
     const i64 n = plan::tokens(opt_);
     check_tokens(tokens, n, store_.vocab);
+    if (positions) check_positions(positions, opt_.batch, opt_.seq);
     std::copy_n(tokens, n, io(idx_.io.tokens));
     std::copy_n(targets, n, io(idx_.io.targets));
+    // The ops always read the planned positions: without packing, 0..seq-1 in every row (the
+    // same keys and table rows as plain causal attention, bit for bit).
+    std::int32_t* pos = io(idx_.io.positions);
+    for (i64 i = 0; i < n; ++i) pos[i] = positions ? positions[i] : std::int32_t(i % opt_.seq);
     StepStats st;
     const auto R = int(plan::Access::read), W = int(plan::Access::write);
     for (int a = 0; a <= idx_.end(); ++a) {

@@ -71,6 +71,22 @@ inline void check_tokens(const std::int32_t* tokens, i64 n, i64 vocab) {
       throw Error("token id " + std::to_string(tokens[i]) + " at position " + std::to_string(i) +
                   " is outside the vocabulary (vocab_size " + std::to_string(vocab) + ")");
 }
+// Positions [batch * seq] of packed rows, checked on the host before a step (RoPE reads its
+// table at them, attention skips keys by them): a row starts at 0, and every later position is
+// 0 (the next example starts) or the previous one + 1.
+inline void check_positions(const std::int32_t* positions, i64 batch, i64 seq) {
+  for (i64 b = 0; b < batch; ++b)
+    for (i64 t = 0; t < seq; ++t) {
+      const std::int32_t p = positions[b * seq + t];
+      if (t == 0 ? p == 0 : (p == 0 || p == positions[b * seq + t - 1] + 1)) continue;
+      throw Error("positions: row " + std::to_string(b) + ", column " + std::to_string(t) +
+                  ": position " + std::to_string(p) +
+                  (t == 0 ? std::string(" (a row must start at position 0)")
+                          : " after " + std::to_string(positions[b * seq + t - 1]) +
+                                " (each position is 0, starting a new example, or the previous "
+                                "one + 1)"));
+    }
+}
 inline void check_loss(double loss_sum, std::uint64_t step_index) {
   if (!std::isfinite(loss_sum))
     throw Error("non-finite loss (" + std::to_string(loss_sum) + ") in micro-batch " +

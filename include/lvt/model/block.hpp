@@ -12,7 +12,8 @@
 //   linear_backward(proj, dx, dy, x, rows)  dx += dy W + LoRA's part; LoRA grads +=
 //   norm(which)                             input (0) / post-attention (1) RMSNorm weight
 // and the element ops: rmsnorm_forward/backward, rope_forward/backward, attention_forward/
-// backward, swiglu_forward/backward, add, zero.
+// backward, swiglu_forward/backward, add, zero. Packed rows are the Ops' business too: its rope
+// and attention read the step's positions (bound like the weights), the block code is the same.
 #include <cstdint>
 
 namespace lvt::model {

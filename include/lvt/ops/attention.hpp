@@ -5,7 +5,14 @@
 //
 //   q [B, T, H, D], k and v [B, T, KV, D] (after RoPE), out [B, T, H, D], lse [B, H, T]
 //   query head h reads kv head h / (H / KV); scale = 1 / sqrt(D)
-//   s_j = scale * q_t . k_j (j <= t),  lse_t = log sum_j exp(s_j),  out_t = sum_j exp(s_j - lse_t) v_j
+//   s_j = scale * q_t . k_j (start_t <= j <= t),  lse_t = log sum_j exp(s_j),
+//   out_t = sum_j exp(s_j - lse_t) v_j
+//
+// Packed rows: positions [B, T] (optional; null: 0..T-1 in every row) is each token's position
+// within its example, a 0 starting a new one. Query t then sees only its own example's keys:
+// start_t = t - positions[b, t] (0 without positions: plain causal attention). The backends
+// check positions on entry (each row starts at 0, then 0 or the previous + 1), so start_t never
+// decreases along a row and the kernels can skip whole key tiles before it.
 #include <atomic>
 #include <cmath>
 #include <cstdint>
@@ -34,9 +41,16 @@ inline void check(const void* scratch, std::int64_t seq, std::int64_t heads,
 using matmul::dot;
 }  // namespace detail
 
+// The first key query t of row b sees: the start of its example (0 without positions).
+LVT_HD inline std::int64_t example_start(const std::int32_t* positions, std::int64_t b,
+                                     std::int64_t seq, std::int64_t t) {
+  return positions ? t - positions[b * seq + t] : 0;
+}
+
 template <class T>
 void forward(T* out, T* lse, T* scratch, const T* q, const T* k, const T* v, std::int64_t batch,
-             std::int64_t seq, std::int64_t heads, std::int64_t kv_heads, std::int64_t head_dim) {
+             std::int64_t seq, std::int64_t heads, std::int64_t kv_heads, std::int64_t head_dim,
+             const std::int32_t* positions = nullptr) {
   detail::check(scratch, seq, heads, kv_heads, head_dim);
   const std::int64_t D = head_dim, group = heads / kv_heads;
   const T scale = T(1.0 / std::sqrt(double(D)));
@@ -45,21 +59,22 @@ void forward(T* out, T* lse, T* scratch, const T* q, const T* k, const T* v, std
     for (std::int64_t h = 0; h < heads; h++) {
       const std::int64_t g = h / group;
       for (std::int64_t t = 0; t < seq; t++) {
+        const std::int64_t j0 = example_start(positions, b, seq, t);
         const T* qt = q + ((b * seq + t) * heads + h) * D;
         T m = -INFINITY;
-        for (std::int64_t j = 0; j <= t; j++) {
+        for (std::int64_t j = j0; j <= t; j++) {
           s[j] = scale * detail::dot(qt, k + ((b * seq + j) * kv_heads + g) * D, D);
           if (s[j] > m) m = s[j];
         }
         double sum = 0;
-        for (std::int64_t j = 0; j <= t; j++) {
+        for (std::int64_t j = j0; j <= t; j++) {
           s[j] = std::exp(s[j] - m);  // exp in T (expf on the host backend); the sum in double
           sum += double(s[j]);
         }
         const T inv = T(1.0 / sum);
         T* o = out + ((b * seq + t) * heads + h) * D;
         for (std::int64_t i = 0; i < D; i++) o[i] = 0;
-        for (std::int64_t j = 0; j <= t; j++) {
+        for (std::int64_t j = j0; j <= t; j++) {
           const T p = s[j] * inv;
           const T* vj = v + ((b * seq + j) * kv_heads + g) * D;
           for (std::int64_t i = 0; i < D; i++) o[i] += p * vj[i];
@@ -77,7 +92,7 @@ void forward(T* out, T* lse, T* scratch, const T* q, const T* k, const T* v, std
 template <class T>
 void backward(T* dq, T* dk, T* dv, T* scratch, const T* dout, const T* q, const T* k, const T* v,
               const T* out, const T* lse, std::int64_t batch, std::int64_t seq, std::int64_t heads,
-              std::int64_t kv_heads, std::int64_t head_dim) {
+              std::int64_t kv_heads, std::int64_t head_dim, const std::int32_t* positions = nullptr) {
   detail::check(scratch, seq, heads, kv_heads, head_dim);
   const std::int64_t D = head_dim, group = heads / kv_heads;
   const T scale = T(1.0 / std::sqrt(double(D)));
@@ -86,22 +101,23 @@ void backward(T* dq, T* dk, T* dv, T* scratch, const T* dout, const T* q, const 
     for (std::int64_t h = 0; h < heads; h++) {
       const std::int64_t g = h / group;
       for (std::int64_t t = 0; t < seq; t++) {
+        const std::int64_t j0 = example_start(positions, b, seq, t);
         const std::int64_t qo = ((b * seq + t) * heads + h) * D;
         const T* qt = q + qo;
         const T* dot_ = dout + qo;
         const T l = lse[(b * heads + h) * seq + t];
         const T delta = detail::dot(dot_, out + qo, D);
-        for (std::int64_t j = 0; j <= t; j++)
+        for (std::int64_t j = j0; j <= t; j++)
           p[j] = std::exp(scale * detail::dot(qt, k + ((b * seq + j) * kv_heads + g) * D, D) - l);
         // dv_j += p_j dout_t, then the row turns from p_j into ds_j (scale folded in)
-        for (std::int64_t j = 0; j <= t; j++) {
+        for (std::int64_t j = j0; j <= t; j++) {
           const std::int64_t ko = ((b * seq + j) * kv_heads + g) * D;
           T* dvj = dv + ko;
           for (std::int64_t i = 0; i < D; i++) dvj[i] += p[j] * dot_[i];
           p[j] = p[j] * (detail::dot(dot_, v + ko, D) - delta) * scale;
         }
         T* dqt = dq + qo;
-        for (std::int64_t j = 0; j <= t; j++) {
+        for (std::int64_t j = j0; j <= t; j++) {
           const std::int64_t ko = ((b * seq + j) * kv_heads + g) * D;
           const T* kj = k + ko;
           T* dkj = dk + ko;

@@ -24,8 +24,13 @@ namespace lvt::ops {
 inline constexpr std::int32_t ignore_index = -100;
 
 // Throws lvt::Error "OP: WHAT (got VALUE)" when `ok` is false. Used for sizes, not per element.
+// require_failed is [[noreturn]] so the compiler knows a failed check ends the op (no bounds
+// warnings on the paths after it).
+[[noreturn]] inline void require_failed(const char* op, const char* what, std::int64_t got) {
+  throw Error(std::string(op) + ": " + what + " (got " + std::to_string(got) + ")");
+}
 inline void require(bool ok, const char* op, const char* what, std::int64_t got) {
-  if (!ok) throw Error(std::string(op) + ": " + what + " (got " + std::to_string(got) + ")");
+  if (!ok) require_failed(op, what, got);
 }
 
 // ---- counter-based RNG: the value at (seed, index) is a pure function, so a backward pass

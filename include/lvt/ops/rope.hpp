@@ -13,7 +13,9 @@
 // ModelConfig does not carry: inv_freq() rejects it.
 //
 // Layout: x [B, T, heads, head_dim] (a q/k projection's output, viewed per head); cos/sin
-// tables [T, rotary_dim/2] for positions 0..T-1.
+// tables [T, rotary_dim/2] for positions 0..T-1. Packed rows: positions [B, T] (optional; null:
+// 0..T-1 in every row) gives each token's position within its example, and token (b, t) is
+// rotated by the table row positions[b, t] instead of t (every position is below T).
 #include <cmath>
 #include <cstdint>
 #include <string>
@@ -76,6 +78,12 @@ LVT_HD inline void rotate(T& o1, T& o2, T x1, T x2, T c, T s) {
   o2 = x2 * c + x1 * s;
 }
 
+// The table row of token (b, t): its position within its example (t without positions).
+LVT_HD inline std::int64_t position(const std::int32_t* positions, std::int64_t b, std::int64_t seq,
+                                    std::int64_t t) {
+  return positions ? positions[b * seq + t] : t;
+}
+
 namespace detail {
 inline void check(std::int64_t heads, std::int64_t head_dim, std::int64_t rotary_dim) {
   require(heads > 0, "rope", "heads must be positive", heads);
@@ -87,13 +95,15 @@ inline void check(std::int64_t heads, std::int64_t head_dim, std::int64_t rotary
 // out may alias x (in place). x, out [B, T, heads, head_dim]; cos, sin [T, rotary_dim/2].
 template <class T>
 void forward(T* out, const T* x, const T* cos, const T* sin, std::int64_t batch, std::int64_t seq,
-             std::int64_t heads, std::int64_t head_dim, std::int64_t rotary_dim) {
+             std::int64_t heads, std::int64_t head_dim, std::int64_t rotary_dim,
+             const std::int32_t* positions = nullptr) {
   detail::check(heads, head_dim, rotary_dim);
   const std::int64_t half = rotary_dim / 2;
   for (std::int64_t b = 0; b < batch; b++)
     for (std::int64_t t = 0; t < seq; t++) {
-      const T* c = cos + t * half;
-      const T* s = sin + t * half;
+      const std::int64_t pos = position(positions, b, seq, t);
+      const T* c = cos + pos * half;
+      const T* s = sin + pos * half;
       for (std::int64_t h = 0; h < heads; h++) {
         const std::int64_t off = ((b * seq + t) * heads + h) * head_dim;
         const T* xi = x + off;
@@ -111,13 +121,15 @@ void forward(T* out, const T* x, const T* cos, const T* sin, std::int64_t batch,
 // dx += R(-angle) dout. dx must not alias dout.
 template <class T>
 void backward(T* dx, const T* dout, const T* cos, const T* sin, std::int64_t batch,
-              std::int64_t seq, std::int64_t heads, std::int64_t head_dim, std::int64_t rotary_dim) {
+              std::int64_t seq, std::int64_t heads, std::int64_t head_dim, std::int64_t rotary_dim,
+              const std::int32_t* positions = nullptr) {
   detail::check(heads, head_dim, rotary_dim);
   const std::int64_t half = rotary_dim / 2;
   for (std::int64_t b = 0; b < batch; b++)
     for (std::int64_t t = 0; t < seq; t++) {
-      const T* c = cos + t * half;
-      const T* s = sin + t * half;
+      const std::int64_t pos = position(positions, b, seq, t);
+      const T* c = cos + pos * half;
+      const T* s = sin + pos * half;
       for (std::int64_t h = 0; h < heads; h++) {
         const std::int64_t off = ((b * seq + t) * heads + h) * head_dim;
         const T* dy = dout + off;

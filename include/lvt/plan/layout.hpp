@@ -132,12 +132,13 @@ constexpr LayerWeightLayout layer_weight_layout(const ModelConfig& m, const Plan
 
 constexpr i64 tokens(const PlanOptions& o) { return i64(o.batch) * o.seq; }
 
-// The io buffer: token ids and targets (int32 each), then a control block where a backend keeps
-// the step's device-side scalars (loss sum, kept tokens, gradient norm, loss scale, optimizer
-// hyper-parameters, reduction partials) so a captured CUDA graph reads them from memory.
+// The io buffer: token ids, targets and positions (int32 each; positions restart at 0 with each
+// example packed into a row, RoPE and attention read them), then a control block where a backend
+// keeps the step's device-side scalars (loss sum, kept tokens, gradient norm, loss scale,
+// optimizer hyper-parameters, reduction partials) so a captured CUDA graph reads them from memory.
 inline constexpr i64 step_control_bytes = 16384;
 struct IoLayout {
-  Span tokens, targets, control;
+  Span tokens, targets, positions, control;
   i64 bytes = 0;
 };
 constexpr IoLayout io_layout(const PlanOptions& o) {
@@ -145,6 +146,7 @@ constexpr IoLayout io_layout(const PlanOptions& o) {
   Carver c;
   l.tokens = c.take(tokens(o) * 4);
   l.targets = c.take(tokens(o) * 4);
+  l.positions = c.take(tokens(o) * 4);
   l.control = c.take(step_control_bytes);
   l.bytes = c.at;
   return l;

@@ -76,7 +76,7 @@ enum class Kind : std::uint8_t {
   gradients,    // gradient of the residual stream during backward
   workspace,    // per-action scratch: dequantized weight, temporaries, logits chunk
   cublas,       // cuBLASLt workspace
-  io,           // token ids and targets
+  io,           // token ids, targets and positions, and the step's control block
 };
 inline constexpr int kind_count = 11;
 
@@ -415,6 +415,7 @@ constexpr ProgramBuilder build_program(const ModelConfig& m, const PlanOptions& 
         const int a = P.act(Op::forward, Stream::compute, l);
         weights_for(i, a);
         rd(x[lz], a);
+        rd(b_io, a);  // positions: RoPE and attention
         if (R.trainable(o, l)) rd(b_lora, a);
         const bool saves = R.saves_in_forward(l);
         if (saves) {
@@ -457,6 +458,7 @@ constexpr ProgramBuilder build_program(const ModelConfig& m, const PlanOptions& 
         const int a = P.act(Op::recompute, Stream::compute, l);
         weights_for(i, a);
         rd(x[lz], a);
+        rd(b_io, a);
         if (R.trainable(o, l)) rd(b_lora, a);
         saved[lz] = P.buf(Kind::activations, dev, layer_saved_bytes(m, o), l);
         wr(saved[lz], a);
@@ -473,6 +475,7 @@ constexpr ProgramBuilder build_program(const ModelConfig& m, const PlanOptions& 
         weights_for(i, a);
         rd(saved[lz], a);
         rd(x[lz], a);
+        rd(b_io, a);
         rw(b_g, a);
         if (R.trainable(o, l)) {
           rd(b_lora, a);

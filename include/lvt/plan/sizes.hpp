@@ -87,7 +87,7 @@ constexpr i64 lm_head_bytes(const ModelConfig& m, const PlanOptions& o) {
   return ((m.tied_embeddings ? 0 : m.embedding_params()) + m.hidden) * dtype_bytes(o.precision);
 }
 
-// Token ids and targets of one micro-batch (int32 each), and the step's control block.
+// Token ids, targets and positions of one micro-batch (int32 each), and the step's control block.
 constexpr i64 io_bytes(const PlanOptions& o) { return io_layout(o).bytes; }
 
 }  // namespace lvt::plan
