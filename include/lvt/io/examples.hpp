@@ -253,8 +253,9 @@ class PackedExamples {
   std::size_t truncated() const { return truncated_; }   // examples cut to seq
   std::size_t truncated_tokens() const { return truncated_tokens_; }
 
-  // Row r: seq tokens, targets and positions (see the top of the file).
-  void fill_row(std::uint64_t r, std::int32_t* tokens, std::int32_t* targets,
+  // Row r: seq tokens, targets and positions (see the top of the file). Returns how many of the
+  // seq tokens are examples' (the rest is padding).
+  std::size_t fill_row(std::uint64_t r, std::int32_t* tokens, std::int32_t* targets,
                 std::int32_t* positions) const {
     if (r >= rows()) throw Error(set_.source + ": row " + std::to_string(r) + " of " + std::to_string(rows()));
     std::size_t at = 0;
@@ -273,6 +274,7 @@ class PackedExamples {
       targets[j] = target_ignore;
       positions[j] = std::int32_t(j - at);
     }
+    return at;
   }
 
  private:
@@ -320,9 +322,9 @@ class PackedLoader {
     return r;
   }
 
-  // Fills seq tokens, targets and positions of the next row.
-  void next(std::int32_t* tokens, std::int32_t* targets, std::int32_t* positions) {
-    data_->fill_row(next_row(), tokens, targets, positions);
+  // Fills seq tokens, targets and positions of the next row; returns its example tokens.
+  std::size_t next(std::int32_t* tokens, std::int32_t* targets, std::int32_t* positions) {
+    return data_->fill_row(next_row(), tokens, targets, positions);
   }
 
  private:
