@@ -27,7 +27,7 @@ inline const std::vector<std::string> model_data_flags = {"--model", "--data", "
                                                           "--random-weights", "--init-std",
                                                           "--tokenizer", "--chat-template", "--cache"};
 // Switches both commands take for training examples.
-inline const std::vector<std::string> data_switches = {"--train-on-prompt", "--no-truncate"};
+inline const std::vector<std::string> data_switches = {"--train-on-prompt", "--no-truncate", "--skip-mismatched"};
 
 inline const char* model_data_help =
     "  --model M               a Hugging Face folder (config.json + safetensors), or with\n"
@@ -47,6 +47,8 @@ inline const char* model_data_help =
     "  --train-on-prompt       loss on prompts and user turns too (default: completions and\n"
     "                          assistant turns only)\n"
     "  --no-truncate           an example longer than --seq is an error (default: cut, counted)\n"
+    "  --skip-mismatched       leave out (and count) an example whose prompt's tokens are not a\n"
+    "                          prefix of the whole example's (default: an error naming its line)\n"
     "  --cache DIR|off         folder of the token cache FILE.lvt-cache.safetensors (default:\n"
     "                          train: --out's parent folder; eval: the data file's folder)\n";
 
@@ -179,7 +181,8 @@ inline Tokens open_tokens(const Args& a, const ModelConfig& m, const std::string
 // The training-example flags need a training-example file.
 inline void check_example_flags(const Args& a, const Tokens& train, const Tokens& eval) {
   if (train.packed || eval.packed) return;
-  for (const char* f : {"--tokenizer", "--chat-template", "--cache", "--train-on-prompt", "--no-truncate"})
+  for (const char* f : {"--tokenizer", "--chat-template", "--cache", "--train-on-prompt", "--no-truncate",
+                        "--skip-mismatched"})
     if (a.has(f))
       throw Error(std::string(f) + " is for a --data JSONL file of training examples ({\"text\"}, "
                   "{\"prompt\", \"completion\"}, {\"messages\"}, ...)");

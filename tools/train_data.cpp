@@ -29,6 +29,7 @@ std::unique_ptr<io::PackedExamples> open_examples(const Args& a, const ModelConf
   }
   text::DataOptions o;
   o.train_on_prompt = a.has("--train-on-prompt");
+  o.skip_mismatched = a.has("--skip-mismatched");
   if (a.has("--chat-template")) o.chat_template = a.get("--chat-template");
   fs::path cache;
   const std::string cache_flag = a.get("--cache");
@@ -38,8 +39,16 @@ std::unique_ptr<io::PackedExamples> open_examples(const Args& a, const ModelConf
       throw Error("--cache '" + cache_flag + "': not a folder (or 'off')");
     cache = (dir.empty() ? fs::path(".") : dir) / (path.filename().string() + ".lvt-cache.safetensors");
   }
-  text::LoadedExamples ex = text::load_examples(path, tok_dir, o, cache, stderr);
+  text::LoadedExamples ex;
+  try {
+    ex = text::load_examples(path, tok_dir, o, cache, stderr);
+  } catch (const text::MaskMismatch& e) {
+    throw Error(std::string(e.what()) + " (--skip-mismatched leaves such examples out, counted)");
+  }
   std::fprintf(log, "tokens: %s\n", ex.note.empty() ? "no cache (--cache off)" : ex.note.c_str());
+  if (ex.set.skipped)
+    std::fprintf(log, "tokens: %llu examples skipped (--skip-mismatched): no exact loss mask; the first: %s\n",
+                 static_cast<unsigned long long>(ex.set.skipped), ex.set.first_skipped.c_str());
   ex.set.check_vocab(m.vocab);
   return std::make_unique<io::PackedExamples>(std::move(ex.set), seq, !a.has("--no-truncate"));
 }

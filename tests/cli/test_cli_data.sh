@@ -186,6 +186,15 @@ expect 1 "longer than seq 256 (truncation is off)" -- train "${m[@]}" --data "$t
 # its cache is valid and stays).
 ls "$tmp/err" | grep -q "^e[0-9].*cache" && fail "a cache was written for a bad file"
 ls "$tmp" | grep -q "tmp\." && fail "a temporary file was left behind"
+# No exact loss mask: an error naming the line, or --skip-mismatched leaves it out and counts it.
+printf '%s' "{% for m in messages %}{{ m['content'] }}{% endfor %}{% if add_generation_prompt %} PROMPT:{% endif %}" >"$tmp/differs.jinja"
+head -3 "$tmp/train.jsonl" >"$tmp/mixed.jsonl"
+mx=("${m[@]}" --chat-template "$tmp/differs.jinja" --batch 1 --data "$tmp/mixed.jsonl" --steps 1)
+expect 1 "$tmp/mixed.jsonl:3: message 1: the conversation rendered up to it (with add_generation_prompt) is not a prefix" -- train "${mx[@]}" --out "$tmp/err/o"
+expect 1 "(--skip-mismatched leaves such examples out, counted)" -- train "${mx[@]}" --out "$tmp/err/o"
+expect 0 "tokens: 1 examples skipped (--skip-mismatched): no exact loss mask; the first: $tmp/mixed.jsonl:3: message 1" -- train "${mx[@]}" --skip-mismatched --out "$tmp/run/skip"
+expect 0 "tokens: 1 examples skipped" -- train "${mx[@]}" --skip-mismatched --out "$tmp/run/skip"  # from the cache
+rm -rf "$tmp/run/skip"
 mm=(--model "$tmp/model/config.json" --random-weights 3 --seq 64)
 expect 1 "holds training examples: give --tokenizer DIR" -- train "${mm[@]}" --data "$tmp/train.jsonl" --out "$tmp/err/o"
 expect 1 "a messages example needs a chat template" -- train "${mm[@]}" --tokenizer "$tok" --data "$tmp/train.jsonl" --out "$tmp/err/o"

@@ -215,6 +215,19 @@ TEST_CASE("text data: a file tokenizes line by line, skipping blank lines, with 
   const std::string bad = "{\"text\": \"a\"}\n\n{\"text\": \"b\"\n";
   CHECK(error_of([&] { tokenize_examples(bad, "d.jsonl", tok, chat.get(), smol_options()); }).find("d.jsonl:3: not JSON") == 0);
   CHECK(error_of([&] { tokenize_examples("\n \n", "d.jsonl", tok, chat.get(), smol_options()); }).find("d.jsonl: no examples") == 0);
+  // An example without an exact mask: an error, or left out and counted.
+  const ChatTemplate differs("{% for m in messages %}{{ m['content'] }}{% endfor %}"
+                             "{% if add_generation_prompt %}{{ ' PROMPT:' }}{% endif %}");
+  const std::string mixed = "{\"text\": \"one\"}\n{\"messages\": [{\"role\": \"user\", \"content\": \"a\"}, "
+                            "{\"role\": \"assistant\", \"content\": \"b\"}]}\n{\"text\": \"three\"}\n";
+  CHECK_THROWS_AS(tokenize_examples(mixed, "d.jsonl", tok, &differs, smol_options()), MaskMismatch);
+  DataOptions skip = smol_options();
+  skip.skip_mismatched = true;
+  const io::ExampleSet kept = tokenize_examples(mixed, "d.jsonl", tok, &differs, skip);
+  CHECK(kept.examples() == 2);
+  CHECK(kept.lines == std::vector<std::uint64_t>{1, 3});
+  CHECK(kept.skipped == 1);
+  CHECK(kept.first_skipped.find("d.jsonl:2: message 1:") == 0);
 }
 
 TEST_CASE("text data: the cache is reused while nothing changes and rebuilt otherwise") {

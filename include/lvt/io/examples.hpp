@@ -88,6 +88,8 @@ struct ExampleSet {
   std::vector<std::uint64_t> lines;   // 1-based line of example k in `source`
   std::string source;                 // the data file (messages say "source:line")
   std::int32_t pad_id = 0;            // padding token of packed rows (never a target)
+  std::uint64_t skipped = 0;          // examples left out by the maker (e.g. no exact loss mask)
+  std::string first_skipped;          // why the first of them was, with its file line
 
   ExampleSet() : starts{0} {}
   std::size_t examples() const { return starts.size() - 1; }
@@ -129,7 +131,7 @@ struct ExampleSet {
 // "lines" I64 [examples]; metadata format = lvt-examples, version, key, source, pad_id.
 
 inline constexpr const char* example_cache_format = "lvt-examples";
-inline constexpr const char* example_cache_version = "1";
+inline constexpr const char* example_cache_version = "2";
 
 // Written to PATH.tmp.PID, fsynced, renamed onto PATH: a reader never sees a partial cache.
 inline void write_example_cache(const std::filesystem::path& path, const ExampleSet& s,
@@ -146,7 +148,9 @@ inline void write_example_cache(const std::filesystem::path& path, const Example
                                                    {"version", example_cache_version},
                                                    {"key", key},
                                                    {"source", s.source},
-                                                   {"pad_id", std::to_string(s.pad_id)}};
+                                                   {"pad_id", std::to_string(s.pad_id)},
+                                                   {"skipped", std::to_string(s.skipped)},
+                                                   {"first_skipped", s.first_skipped}};
   auto bytes = [](const auto& v) {
     return std::span<const std::byte>(reinterpret_cast<const std::byte*>(v.data()),
                                       v.size() * sizeof(v[0]));
@@ -184,6 +188,8 @@ inline bool read_example_cache(const std::filesystem::path& path, const std::str
     ExampleSet s;
     s.source = meta("source");
     s.pad_id = std::int32_t(std::stol(meta("pad_id")));
+    s.skipped = std::stoull(meta("skipped"));
+    s.first_skipped = meta("first_skipped");
     auto get = [&](const char* name, StDtype dt, auto& v) {
       const TensorInfo& t = f.at(name);
       if (t.dtype != dt || t.shape.size() != 1) throw Error(std::string("tensor ") + name + ": bad dtype or shape");

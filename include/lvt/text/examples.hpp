@@ -170,6 +170,12 @@ inline Example parse_example(std::string_view line, const std::string& where) {
   return e;
 }
 
+// The prompt's (or a conversation prefix's) tokens are not a prefix of the whole example's: no
+// exact loss mask exists. An Error, so callers may skip such examples and count them instead.
+struct MaskMismatch : Error {
+  using Error::Error;
+};
+
 struct EncodedExample {
   std::vector<std::int32_t> ids;
   std::vector<std::uint8_t> mask;  // 1: the token is a training target
@@ -203,6 +209,8 @@ class ExampleEncoder {
       }
     } catch (const jinja::TemplateRaised& x) {
       throw Error(where + ": chat template: " + x.what());
+    } catch (const MaskMismatch&) {
+      throw;
     } catch (const std::exception& x) {
       const std::string what = x.what();
       if (what.rfind(where, 0) == 0) throw;
@@ -235,7 +243,7 @@ class ExampleEncoder {
     }
     const std::vector<std::int32_t> p = tok_->encode(e.prompt, true);
     if (auto d = mismatch(p, out.ids); d != std::string::npos)
-      throw Error(where + ": the prompt's " + std::to_string(p.size()) +
+      throw MaskMismatch(where + ": the prompt's " + std::to_string(p.size()) +
                   " tokens are not a prefix of prompt + completion's tokens (they differ at token " +
                   std::to_string(d) + ": the tokenizer merges text across the boundary, e.g. a "
                   "prompt ending in a space); the loss mask could not be exact");
@@ -264,7 +272,7 @@ class ExampleEncoder {
     if (train_on_prompt_) return out;
     auto check = [&](const std::vector<std::int32_t>& p, std::size_t i, const char* what) {
       if (auto d = mismatch(p, out.ids); d != std::string::npos)
-        throw Error(where + ": message " + std::to_string(i) + ": the conversation rendered " + what +
+        throw MaskMismatch(where + ": message " + std::to_string(i) + ": the conversation rendered " + what +
                     " is not a prefix of the whole conversation's tokens (they differ at token " +
                     std::to_string(d) + "); the loss mask could not be exact");
     };
@@ -281,7 +289,7 @@ class ExampleEncoder {
       const std::vector<std::int32_t> q = i + 1 == e.messages.size() ? out.ids : render_ids(e.messages, i + 1, false, extra);
       check(q, i, "up to and including it");
       if (q.size() < p.size())
-        throw Error(where + ": message " + std::to_string(i) + ": the generation prompt renders longer "
+        throw MaskMismatch(where + ": message " + std::to_string(i) + ": the generation prompt renders longer "
                     "than the assistant message itself; the loss mask could not be exact");
       std::fill(out.mask.begin() + std::ptrdiff_t(p.size()), out.mask.begin() + std::ptrdiff_t(q.size()),
                 std::uint8_t(1));

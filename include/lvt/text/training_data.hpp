@@ -24,6 +24,9 @@ namespace lvt::text {
 
 struct DataOptions {
   bool train_on_prompt = false;
+  // An example without an exact loss mask (MaskMismatch) is left out and counted instead of
+  // being an error.
+  bool skip_mismatched = false;
   // A chat template file instead of the tokenizer folder's: a .jinja file (special tokens from
   // the folder's tokenizer_config.json) or a tokenizer_config.json. Empty: the folder's own.
   std::filesystem::path chat_template;
@@ -85,6 +88,7 @@ inline std::string example_cache_key(std::span<const std::byte> data, const std:
   h.add(fs::exists(config) ? read_file_bytes(config) : std::string());
   h.add(opts.chat_template.empty() ? std::string() : read_file_bytes(opts.chat_template));
   h.add(std::string_view(opts.train_on_prompt ? "train_on_prompt=1" : "train_on_prompt=0"));
+  h.add(std::string_view(opts.skip_mismatched ? "skip_mismatched=1" : "skip_mismatched=0"));
   return h.hex();
 }
 
@@ -122,7 +126,14 @@ inline io::ExampleSet tokenize_examples(std::string_view data_bytes, const std::
     if (p.lines == 1 && line.substr(0, 3) == "\xEF\xBB\xBF") line.remove_prefix(3);  // a BOM
     if (line.find_first_not_of(" \t\r") == std::string_view::npos) continue;
     const std::string where = source + ":" + std::to_string(p.lines);
-    const EncodedExample ex = enc.encode(parse_example(line, where), where);
+    EncodedExample ex;
+    try {
+      ex = enc.encode(parse_example(line, where), where);
+    } catch (const MaskMismatch& e) {
+      if (!opts.skip_mismatched) throw;
+      if (set.skipped++ == 0) set.first_skipped = e.what();
+      continue;
+    }
     set.add(ex.ids, ex.mask, p.lines);
     ++p.examples;
     p.tokens += ex.ids.size();
@@ -137,7 +148,10 @@ inline io::ExampleSet tokenize_examples(std::string_view data_bytes, const std::
   }
   p.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (progress) progress(p);
-  if (set.examples() == 0) throw Error(source + ": no examples (the file has no non-blank lines)");
+  if (set.examples() == 0)
+    throw Error(source + (set.skipped ? ": no examples left (" + std::to_string(set.skipped) +
+                                            " skipped without an exact loss mask; the first: " + set.first_skipped + ")"
+                                      : std::string(": no examples (the file has no non-blank lines)")));
   return set;
 }
 
