@@ -2,9 +2,10 @@
 // rounded to bf16 first, so both start from the same values), the same LoRA, the same batch.
 // Loss and LoRA gradients within 16-bit tolerance; policies that must not change the math (layer
 // streaming, checkpointing, offloaded checkpoints and optimizer) give bit-identical results on
-// the GPU; a replayed CUDA graph gives what the eager step gave, with new dropout seeds and
-// through an fp16 overflow (scaler backoff, skipped step); the device memory a step uses is the
-// plan's arena plus at most the stated runtime margin, and replays allocate nothing.
+// the GPU; a replayed CUDA graph gives what the eager step gave, with new dropout seeds, new
+// packed-row positions and through an fp16 overflow (scaler backoff, skipped step); the device
+// memory a step uses is the plan's arena plus at most the stated runtime margin, and replays
+// allocate nothing.
 //
 // bf16 needs sm_80: on sm_75 (T4, GTX 16xx) every bf16 case runs in fp16 and says so.
 #include <doctest/doctest.h>
@@ -14,6 +15,7 @@
 #include <limits>
 #include <type_traits>
 #include <random>
+#include <tuple>
 #include <vector>
 
 #include "lvt/backend/cuda.hpp"
@@ -327,6 +329,78 @@ TEST_CASE("bf16: a non-finite gradient is an error, not a silent skip") {
   backend::OptimizerSettings os;
   CHECK_THROWS_WITH_AS(d.step(x.tokens.data(), x.targets.data(), &os, std::numeric_limits<double>::infinity(), 5, 0),
                        doctest::Contains("non-finite LoRA gradient norm"), Error);
+}
+
+TEST_CASE("packed rows on the GPU: loss and LoRA gradients follow the host; replays read new positions") {
+  in_step_storage([](auto t) {
+    using S = typename decltype(t)::type;
+    PlanOptions o = base_options();
+    o.seq = 128;  // two 64-row tiles: whole key tiles are skipped and dk/dv stops early
+    const Batch x = make_batch(o, 17, tiny.vocab);
+    const auto p1 = test::make_positions(o, 31, 50), p2 = test::make_positions(o, 32, 20);
+    auto host = [&](const std::vector<std::int32_t>* pos) {
+      backend::HostBackend h(tiny, o);
+      init_weights(h, 7);
+      init_lora(h, 11);
+      const double l = h.step(x.tokens.data(), x.targets.data(), pos ? pos->data() : nullptr,
+                              nullptr, 1.0, 5, 0).mean();
+      const auto g = h.lora_grads();
+      return Outcome{l, std::vector<float>(g.begin(), g.end())};
+    };
+    backend::CudaBackend<S> d(tiny, o), eager(tiny, o);
+    eager.use_graphs(false);
+    for (auto* b : {&d, &eager}) {
+      init_weights(*b, 7);
+      init_lora(*b, 11);
+    }
+    auto dev = [&](backend::CudaBackend<S>& b, const std::vector<std::int32_t>* pos) {
+      b.zero_grads();
+      const double l = b.step(x.tokens.data(), x.targets.data(), pos ? pos->data() : nullptr,
+                              nullptr, 1.0, 5, 0).mean();
+      return Outcome{l, unscaled_grads(b)};
+    };
+    const Outcome h1 = host(&p1), h2 = host(&p2), h0 = host(nullptr);
+    const Outcome d1 = dev(d, &p1);  // eager
+    const Outcome d2 = dev(d, &p2);  // captured
+    REQUIRE(d.graph_ready(true, false));
+    const Outcome d3 = dev(d, &p1);       // replayed with other positions
+    const Outcome d4 = dev(d, nullptr);   // and without packing
+    const Outcome e0 = dev(eager, nullptr);
+    for (auto [name, h, g] : {std::tuple{"positions 1 (eager)", &h1, &d1},
+                              std::tuple{"positions 2 (captured)", &h2, &d2},
+                              std::tuple{"positions 1 (replayed)", &h1, &d3},
+                              std::tuple{"no positions (replayed)", &h0, &d4}}) {
+      const double e = rel_err(h->grads, g->grads);
+      INFO(name << ": host loss " << h->loss << ", cuda loss " << g->loss << ", LoRA gradient relative error " << e);
+      CHECK(std::abs(g->loss - h->loss) <= 1e-2 * std::abs(h->loss));
+      CHECK(e <= 3e-2);
+    }
+    CHECK(d3.loss == d1.loss);  // the replay read the new positions: the eager step's results
+    CHECK(d3.grads == d1.grads);
+    CHECK(d4.loss == e0.loss);
+    CHECK(d4.grads == e0.grads);
+    CHECK(h1.loss != h0.loss);
+    // Checkpointing does not change packed steps either.
+    PlanOptions c = o;
+    c.checkpoint_every = 2;
+    backend::CudaBackend<S> ck(tiny, c);
+    init_weights(ck, 7);
+    init_lora(ck, 11);
+    const Outcome dc = dev(ck, &p1);
+    CHECK(dc.loss == d1.loss);
+    CHECK(dc.grads == d1.grads);
+    // Evaluate over packed rows.
+    backend::HostBackend he(tiny, o);
+    init_weights(he, 7);
+    init_lora(he, 11);
+    const double hl = he.evaluate(x.tokens.data(), x.targets.data(), p2.data()).mean();
+    CHECK(std::abs(d.evaluate(x.tokens.data(), x.targets.data(), p2.data()).mean() - hl) <= 1e-2 * hl);
+    // Bad positions are refused before anything runs.
+    auto bad = p1;
+    bad[5] = 7;
+    CHECK_THROWS_WITH_AS(d.step(x.tokens.data(), x.targets.data(), bad.data(), nullptr, 1.0, 5, 0),
+                         doctest::Contains("positions: row 0, column 5"), Error);
+  });
 }
 
 TEST_CASE("evaluate on the GPU gives the host's loss") {

@@ -1,7 +1,7 @@
 #pragma once
 // What the whole-step tests of both backends share: frozen weights from one seeded stream written
-// through the backends' setters, a LoRA with nonzero A and B (every gradient path runs), and a
-// batch with some ignored targets.
+// through the backends' setters, a LoRA with nonzero A and B (every gradient path runs), a
+// batch with some ignored targets, and positions of packed rows.
 #include <cstdint>
 #include <random>
 #include <string>
@@ -59,6 +59,29 @@ inline Batch make_batch(const PlanOptions& o, std::uint64_t seed, int vocab) {
   for (int i = 0; i < n; ++i) b.tokens.push_back(std::int32_t(rng() % vocab));
   for (int i = 0; i < n; ++i) b.targets.push_back(i % 7 == 3 ? -100 : std::int32_t(rng() % vocab));
   return b;
+}
+
+// Positions of packed rows: examples of random lengths in 1..max_len one after another (the last
+// cut at the row's end); row 1, when there is one, is a single example filling it.
+inline std::vector<std::int32_t> make_positions(const PlanOptions& o, std::uint64_t seed, int max_len) {
+  std::mt19937_64 rng(seed);
+  std::vector<std::int32_t> pos;
+  for (int b = 0; b < o.batch; ++b) {
+    int left = 0, p = 0;
+    for (int t = 0; t < o.seq; ++t, ++p) {
+      if (b == 1) {
+        pos.push_back(t);
+        continue;
+      }
+      if (left == 0) {
+        left = 1 + int(rng() % std::uint64_t(max_len));
+        p = 0;
+      }
+      --left;
+      pos.push_back(p);
+    }
+  }
+  return pos;
 }
 
 }  // namespace lvt::test

@@ -1,6 +1,7 @@
 // Every op's CUDA kernel against its host reference on fresh random inputs: fp32 storage to
 // 1e-5 relative, bf16 / fp16 storage to 1e-2 (fp32 math in both); the tiled tensor-core attention
-// also against the simple attention kernels. Without a GPU: exit 77 (skipped).
+// also against the simple attention kernels; attention and RoPE over packed rows (random
+// positions) too. Without a GPU: exit 77 (skipped).
 #include <doctest/doctest.h>
 
 #include <cuda_runtime.h>
@@ -52,6 +53,37 @@ struct Dev {
 template <class S>
 constexpr double tolerance = sizeof(S) == 4 ? 1e-5 : 1e-2;
 
+// Positions of packed rows [B, T]: examples of random lengths in 1..max_len one after another
+// (the last one cut at the row's end); row 1, when there is one, is a single example filling it.
+std::vector<std::int32_t> random_positions(int B, int T, int max_len, std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<std::int32_t> pos(std::size_t(B) * std::size_t(T));
+  for (int b = 0; b < B; ++b) {
+    int left = 0;
+    for (int t = 0, p = 0; t < T; ++t, ++p) {
+      if (left == 0 && b != 1) {
+        left = 1 + int(rng() % std::uint64_t(max_len));
+        p = 0;
+      }
+      if (b != 1) --left;
+      pos[std::size_t(b) * std::size_t(T) + std::size_t(t)] = b == 1 ? t : p;
+    }
+  }
+  return pos;
+}
+
+// Positions on the device.
+struct DevPositions {
+  std::int32_t* p = nullptr;
+  explicit DevPositions(const std::vector<std::int32_t>& v) {
+    if (v.empty()) return;
+    LVT_CUDA_CHECK(cudaMalloc(&p, v.size() * 4));
+    LVT_CUDA_CHECK(cudaMemcpy(p, v.data(), v.size() * 4, cudaMemcpyHostToDevice));
+  }
+  ~DevPositions() { cudaFree(p); }
+};
+const std::int32_t* host_ptr(const std::vector<std::int32_t>& v) { return v.empty() ? nullptr : v.data(); }
+
 template <class S>
 void rmsnorm_case() {
   const int rows = 37, dim = 1000;
@@ -70,7 +102,7 @@ void rmsnorm_case() {
 }
 
 template <class S>
-void rope_case() {
+void rope_case(const std::vector<std::int32_t>& positions = {}) {
   ModelConfig c{.arch = Arch::llama, .layers = 1, .hidden = 256, .heads = 4, .kv_heads = 4,
                 .head_dim = 64, .ffn = 512, .vocab = 10, .rope_theta = 500000.0,
                 .rope_scaling = RopeScaling::llama3, .rope_factor = 8.0,
@@ -83,13 +115,17 @@ void rope_case() {
   const auto x = rounded<S>(random_floats(B * T * H * D, 5)), dy = rounded<S>(random_floats(x.size(), 6));
   const auto dx0 = rounded<S>(random_floats(x.size(), 7));
   std::vector<float> out(x.size()), dx = dx0;
-  ops::rope::forward(out.data(), x.data(), cs.data(), sn.data(), B, T, H, D, rot);
-  ops::rope::backward(dx.data(), dy.data(), cs.data(), sn.data(), B, T, H, D, rot);
+  REQUIRE((positions.empty() || positions.size() == std::size_t(B * T)));
+  const std::int32_t* hp = host_ptr(positions);
+  ops::rope::forward(out.data(), x.data(), cs.data(), sn.data(), B, T, H, D, rot, hp);
+  ops::rope::backward(dx.data(), dy.data(), cs.data(), sn.data(), B, T, H, D, rot, hp);
   Dev<S> dxin(x), dout{std::vector<float>(x.size())}, ddy(dy), ddx(dx0), inplace(x);
   Dev<float> dcos(cs), dsin(sn);
-  ops::rope::cuda::forward(dout.p, dxin.p, dcos.p, dsin.p, B, T, H, D, rot, nullptr);
-  ops::rope::cuda::forward(inplace.p, inplace.p, dcos.p, dsin.p, B, T, H, D, rot, nullptr);
-  ops::rope::cuda::backward(ddx.p, ddy.p, dcos.p, dsin.p, B, T, H, D, rot, nullptr);
+  const DevPositions dpos(positions);
+  INFO((positions.empty() ? "positions 0..T-1" : "packed positions"));
+  ops::rope::cuda::forward(dout.p, dxin.p, dcos.p, dsin.p, B, T, H, D, rot, nullptr, dpos.p);
+  ops::rope::cuda::forward(inplace.p, inplace.p, dcos.p, dsin.p, B, T, H, D, rot, nullptr, dpos.p);
+  ops::rope::cuda::backward(ddx.p, ddy.p, dcos.p, dsin.p, B, T, H, D, rot, nullptr, dpos.p);
   check_close(dout.get(), out, tolerance<S>, "rope forward");
   check_close(inplace.get(), out, tolerance<S>, "rope forward in place");
   check_close(ddx.get(), dx, tolerance<S>, "rope backward");
@@ -134,23 +170,27 @@ void embedding_case() {
 }
 
 template <class S>
-void attention_case(int D) {
+void attention_case(int D, const std::vector<std::int32_t>& positions = {}) {
   const int B = 2, T = 37, H = 4, KV = 2;
+  REQUIRE((positions.empty() || positions.size() == std::size_t(B * T)));
+  const std::int32_t* hp = host_ptr(positions);
+  const DevPositions dpos(positions);
   const std::size_t nq = std::size_t(B) * T * H * D, nk = std::size_t(B) * T * KV * D;
   const auto q = rounded<S>(random_floats(nq, 20)), k = rounded<S>(random_floats(nk, 21));
   const auto v = rounded<S>(random_floats(nk, 22)), dy = rounded<S>(random_floats(nq, 23));
   std::vector<float> out(nq), lse(std::size_t(B) * H * T), row(T), dq(nq, 0.0f), dk(nk, 0.0f), dv(nk, 0.0f);
-  ops::attention::forward(out.data(), lse.data(), row.data(), q.data(), k.data(), v.data(), B, T, H, KV, D);
+  ops::attention::forward(out.data(), lse.data(), row.data(), q.data(), k.data(), v.data(), B, T, H, KV, D, hp);
   const auto out_s = rounded<S>(out);  // the device backward reads its own S-rounded output
   ops::attention::backward(dq.data(), dk.data(), dv.data(), row.data(), dy.data(), q.data(), k.data(),
-                           v.data(), out_s.data(), lse.data(), B, T, H, KV, D);
+                           v.data(), out_s.data(), lse.data(), B, T, H, KV, D, hp);
   Dev<S> dq_in(q), dk_in(k), dv_in(v), ddy(dy), dout{std::vector<float>(nq)};
   Dev<S> ddq{std::vector<float>(nq)}, ddk{std::vector<float>(nk)}, ddv{std::vector<float>(nk)};
   Dev<float> dlse{std::vector<float>(lse.size())};
-  ops::attention::cuda::forward(dout.p, dlse.p, dq_in.p, dk_in.p, dv_in.p, B, T, H, KV, D, nullptr);
+  ops::attention::cuda::forward(dout.p, dlse.p, dq_in.p, dk_in.p, dv_in.p, B, T, H, KV, D, nullptr, dpos.p);
   ops::attention::cuda::backward(ddq.p, ddk.p, ddv.p, ddy.p, dq_in.p, dk_in.p, dv_in.p, dout.p,
-                                 dlse.p, B, T, H, KV, D, nullptr);
+                                 dlse.p, B, T, H, KV, D, nullptr, dpos.p);
   CAPTURE(D);
+  INFO((positions.empty() ? "causal" : "packed positions"));
   check_close(dout.get(), out, tolerance<S>, "attention forward");
   check_close(dlse.get(), lse, 1e-5, "attention lse");
   check_close(ddq.get(), dq, tolerance<S>, "attention dq");
@@ -180,10 +220,14 @@ double rms(const std::vector<float>& v) {
 //   differs from the host's by ~2e-3, and delta = dO . O would carry that into every dS);
 //   accumulation: a second backward onto nonzero dq, dk, dv must give start + gradient.
 template <class S>
-void tiled_case(int D, int B, int T, int H, int KV, std::uint64_t seed) {
+void tiled_case(int D, int B, int T, int H, int KV, std::uint64_t seed,
+                const std::vector<std::int32_t>& positions = {}) {
   namespace att = ops::attention;
   INFO(storage_name<S> << " head_dim " << D << ", batch " << B << ", seq " << T << ", heads " << H
-                       << ", kv_heads " << KV);
+                       << ", kv_heads " << KV << (positions.empty() ? ", causal" : ", packed positions"));
+  REQUIRE((positions.empty() || positions.size() == std::size_t(B) * std::size_t(T)));
+  const std::int32_t* hp = host_ptr(positions);
+  const DevPositions dpos(positions);
   REQUIRE(att::cuda::uses_tiled<S>(D));
   const std::size_t nq = std::size_t(B) * T * H * D, nk = std::size_t(B) * T * KV * D;
   const std::size_t nl = std::size_t(B) * H * T;
@@ -192,21 +236,21 @@ void tiled_case(int D, int B, int T, int H, int KV, std::uint64_t seed) {
   const auto q = rounded<S>(random_floats(nq, seed, -2.5f, 2.5f)), k = rounded<S>(random_floats(nk, seed + 1));
   const auto v = rounded<S>(random_floats(nk, seed + 2)), dy = rounded<S>(random_floats(nq, seed + 3));
   std::vector<float> out(nq), lse(nl), row(static_cast<std::size_t>(T));
-  att::forward(out.data(), lse.data(), row.data(), q.data(), k.data(), v.data(), B, T, H, KV, D);
+  att::forward(out.data(), lse.data(), row.data(), q.data(), k.data(), v.data(), B, T, H, KV, D, hp);
 
   const std::vector<float> nan_q(nq, NAN), nan_l(nl, NAN), zero_q(nq, 0.0f), zero_k(nk, 0.0f);
   Dev<S> d_q(q), d_k(k), d_v(v), ddy(dy), dout(nan_q), ddq(zero_q), ddk(zero_k), ddv(zero_k);
   Dev<float> dlse(nan_l);  // NaN start: every element must be written
-  att::cuda::forward(dout.p, dlse.p, d_q.p, d_k.p, d_v.p, B, T, H, KV, D, nullptr);
+  att::cuda::forward(dout.p, dlse.p, d_q.p, d_k.p, d_v.p, B, T, H, KV, D, nullptr, dpos.p);
   att::cuda::backward(ddq.p, ddk.p, ddv.p, ddy.p, d_q.p, d_k.p, d_v.p, dout.p, dlse.p, B, T,
-                      H, KV, D, nullptr);
+                      H, KV, D, nullptr, dpos.p);
   const auto out_d = dout.get(), lse_d = dlse.get(), dq_d = ddq.get(), dk_d = ddk.get(), dv_d = ddv.get();
   check_rel_floored(out_d, out, 1e-2, "tiled forward out vs host");
   check_rel_floored(lse_d, lse, 1e-3, "tiled forward lse vs host");
 
   std::vector<float> dq(nq, 0.0f), dk(nk, 0.0f), dv(nk, 0.0f);
   att::backward(dq.data(), dk.data(), dv.data(), row.data(), dy.data(), q.data(), k.data(),
-                v.data(), out_d.data(), lse_d.data(), B, T, H, KV, D);
+                v.data(), out_d.data(), lse_d.data(), B, T, H, KV, D, hp);
   check_rel_floored(dq_d, dq, 1e-2, "tiled backward dq vs host");
   check_rel_floored(dk_d, dk, 1e-2, "tiled backward dk vs host");
   check_rel_floored(dv_d, dv, 1e-2, "tiled backward dv vs host");
@@ -214,9 +258,9 @@ void tiled_case(int D, int B, int T, int H, int KV, std::uint64_t seed) {
   // The simple (one warp per row, fp32 math) kernels on the same device inputs.
   Dev<S> sout(nan_q), sdq(zero_q), sdk(zero_k), sdv(zero_k);
   Dev<float> slse(nan_l);
-  att::cuda::simple::forward(sout.p, slse.p, d_q.p, d_k.p, d_v.p, B, T, H, KV, D, nullptr);
+  att::cuda::simple::forward(sout.p, slse.p, d_q.p, d_k.p, d_v.p, B, T, H, KV, D, nullptr, dpos.p);
   att::cuda::simple::backward(sdq.p, sdk.p, sdv.p, ddy.p, d_q.p, d_k.p, d_v.p, dout.p, dlse.p,
-                              B, T, H, KV, D, nullptr);
+                              B, T, H, KV, D, nullptr, dpos.p);
   check_rel_floored(out_d, sout.get(), 1e-2, "tiled vs simple out");
   check_rel_floored(lse_d, slse.get(), 1e-3, "tiled vs simple lse");
   check_rel_floored(dq_d, sdq.get(), 1e-2, "tiled vs simple dq");
@@ -231,7 +275,7 @@ void tiled_case(int D, int B, int T, int H, int KV, std::uint64_t seed) {
   const auto dq0 = start(nq, dq, seed + 4), dk0 = start(nk, dk, seed + 5), dv0 = start(nk, dv, seed + 6);
   Dev<S> adq(dq0), adk(dk0), adv(dv0);
   att::cuda::backward(adq.p, adk.p, adv.p, ddy.p, d_q.p, d_k.p, d_v.p, dout.p, dlse.p, B, T, H,
-                      KV, D, nullptr);
+                      KV, D, nullptr, dpos.p);
   auto plus = [](std::vector<float> a, const std::vector<float>& b) {
     for (std::size_t i = 0; i < a.size(); ++i) a[i] += b[i];
     return a;
@@ -242,9 +286,11 @@ void tiled_case(int D, int B, int T, int H, int KV, std::uint64_t seed) {
 }
 
 // Every head_dim the tiled kernels take, sequences around the 64-row tiles (1, a part tile, one
-// tile, several with a part tile), and GQA groups 1, 4 (and 2, 8 at two lengths).
+// tile, several with a part tile), and GQA groups 1, 4 (and 2, 8 at two lengths); with `packed`,
+// random packed positions with examples shorter than a tile (16), around it (100) and longer
+// (300: the skipped key tiles, the query tiles dk/dv stops before).
 template <class S>
-void tiled_suite() {
+void tiled_suite(bool packed = false) {
   const int dev_sm = [] {
     int d = 0, major = 0, minor = 0;
     LVT_CUDA_CHECK(cudaGetDevice(&d));
@@ -258,7 +304,17 @@ void tiled_suite() {
     CHECK(dev_sm < (std::is_same_v<S, bf16> ? 80 : 75));  // skipping is right only below that
     return;
   }
-  std::uint64_t seed = 100;
+  std::uint64_t seed = packed ? 5000 : 100;
+  if (packed) {
+    for (int D : {64, 80, 96, 128})
+      for (int T : {17, 200, 513})
+        for (int max_len : {16, 100, 300}) {
+          const auto pos = random_positions(3, T, max_len, seed += 10);
+          tiled_case<S>(D, 3, T, 8, 2, seed += 10, pos);
+          if (D == 64 || D == 128) tiled_case<S>(D, 3, T, 4, 1, seed += 10, pos);
+        }
+    return;
+  }
   for (int D : {64, 80, 96, 128})
     for (int T : {1, 17, 64, 200, 513}) {
       for (auto [H, KV] : {std::pair{8, 8}, std::pair{8, 2}, std::pair{4, 1}})
@@ -288,12 +344,28 @@ TEST_CASE("tiled attention (tensor cores), fp16: out, lse, dq, dk, dv vs host an
   tiled_suite<fp16>();
 }
 
+TEST_CASE("tiled attention (tensor cores) over packed rows (random positions) vs host and simple, bf16 and fp16") {
+  tiled_suite<bf16>(true);
+  tiled_suite<fp16>(true);
+}
+
 TEST_CASE("attention kernels (causal, grouped-query) vs host, head_dim 64/80/96/128, fp32, bf16, fp16") {
   for (int D : {64, 80, 96, 128}) {
     attention_case<float>(D);
     attention_case<bf16>(D);
     attention_case<fp16>(D);
   }
+}
+
+TEST_CASE("attention kernels over packed rows (random positions) vs host, fp32 (simple kernels), bf16, fp16") {
+  std::uint64_t seed = 900;
+  for (int D : {64, 72, 128})
+    for (int max_len : {3, 12, 40}) {
+      const auto pos = random_positions(2, 37, max_len, seed += 1);
+      attention_case<float>(D, pos);
+      attention_case<bf16>(D, pos);
+      attention_case<fp16>(D, pos);
+    }
 }
 
 TEST_CASE("rmsnorm kernels vs host, fp32 and bf16") {
@@ -303,6 +375,13 @@ TEST_CASE("rmsnorm kernels vs host, fp32 and bf16") {
 TEST_CASE("rope kernels (llama3 scaling, partial rotary, in place) vs host") {
   rope_case<float>();
   rope_case<bf16>();
+}
+TEST_CASE("rope kernels over packed rows (random positions) vs host") {
+  for (int max_len : {1, 7, 60}) {
+    const auto pos = random_positions(2, 100, max_len, 700 + std::uint64_t(max_len));
+    rope_case<float>(pos);
+    rope_case<bf16>(pos);
+  }
 }
 TEST_CASE("swiglu and residual kernels vs host") {
   elementwise_case<float>();

@@ -7,7 +7,8 @@
 // first step runs eagerly; the next of the same kind (train with or without an optimizer update,
 // or evaluate) is captured as a CUDA graph and replayed from then on. Every scalar a step changes
 // (token count, lr, AdamW step, dropout step, loss scale) lives in the io buffer's control block,
-// so the replayed kernels read the current values. Nothing is allocated or freed after the
+// and tokens, targets and positions in the io buffer, so the replayed kernels read the current
+// values. Nothing is allocated or freed after the
 // constructor. Each action is an NVTX range, so Nsight Systems shows the schedule.
 //
 // Storage is S (bf16, or fp16 with dynamic loss scaling for sm_75); statistics, RoPE tables,
@@ -81,10 +82,12 @@ __global__ void scale_dloss_kernel(StepControl* c) {
   c->dloss = c->dloss_base * c->scaler.scale;
 }
 
-// The element ops of model/block.hpp's Ops on the device (S storage, fp32 statistics).
+// The element ops of model/block.hpp's Ops on the device (S storage, fp32 statistics);
+// positions: the step's, in the io buffer (packed rows), for RoPE and attention.
 template <class S>
 struct ElementOps {
   cudaStream_t stream = nullptr;
+  const std::int32_t* positions = nullptr;
   void rmsnorm_forward(S* out, float* rstd, const S* x, const S* w, i64 rows, i64 dim, double eps) {
     ops::rmsnorm::cuda::forward(out, rstd, x, w, rows, dim, eps, stream);
   }
@@ -94,20 +97,21 @@ struct ElementOps {
   }
   void rope_forward(S* out, const S* x, const float* c, const float* s, i64 b, i64 t, i64 h,
                     i64 hd, i64 rot) {
-    ops::rope::cuda::forward(out, x, c, s, b, t, h, hd, rot, stream);
+    ops::rope::cuda::forward(out, x, c, s, b, t, h, hd, rot, stream, positions);
   }
   void rope_backward(S* dx, const S* dout, const float* c, const float* s, i64 b, i64 t, i64 h,
                      i64 hd, i64 rot) {
-    ops::rope::cuda::backward(dx, dout, c, s, b, t, h, hd, rot, stream);
+    ops::rope::cuda::backward(dx, dout, c, s, b, t, h, hd, rot, stream, positions);
   }
   void attention_forward(S* out, float* lse, float*, const S* q, const S* k, const S* v, i64 b,
                          i64 t, i64 h, i64 kv, i64 hd) {
-    ops::attention::cuda::forward(out, lse, q, k, v, b, t, h, kv, hd, stream);
+    ops::attention::cuda::forward(out, lse, q, k, v, b, t, h, kv, hd, stream, positions);
   }
   void attention_backward(S* dq, S* dk, S* dv, float*, const S* dout, const S* q, const S* k,
                           const S* v, const S* out, const float* lse, i64 b, i64 t, i64 h, i64 kv,
                           i64 hd) {
-    ops::attention::cuda::backward(dq, dk, dv, dout, q, k, v, out, lse, b, t, h, kv, hd, stream);
+    ops::attention::cuda::backward(dq, dk, dv, dout, q, k, v, out, lse, b, t, h, kv, hd, stream,
+                                   positions);
   }
   void swiglu_forward(S* out, const S* g, const S* u, i64 rows, i64 cols) {
     ops::swiglu::cuda::forward(out, g, u, rows * cols, stream);
@@ -176,6 +180,9 @@ class CudaBackend {
     v_mirror_.assign(std::size_t(idx_.n_lora), 0.0f);
     dq_offset_.assign(std::size_t(store_.layers) * plan::proj_count, 0.0f);
     staging_.resize(std::size_t(idx_.wl.bytes));
+    unpacked_positions_.resize(std::size_t(plan::tokens(opt_)));
+    for (std::size_t i = 0; i < unpacked_positions_.size(); ++i)
+      unpacked_positions_[i] = std::int32_t(i % std::size_t(opt_.seq));
     // The arena and the pinned pool start zeroed (LoRA grads, moments), then the control block.
     LVT_CUDA_CHECK(cudaMemset(mem_.arena(), 0, std::size_t(mem_.arena_bytes())));
     LVT_CUDA_CHECK(cudaDeviceSynchronize());
@@ -312,13 +319,24 @@ class CudaBackend {
   }
 
   // ---- running the step program (the host backend's contract) ----
+  // positions [batch * seq] (nullptr: 0..seq-1 in every row): each token's position within its
+  // example; a 0 starts a new example. Attention never looks at an earlier example's tokens and
+  // RoPE uses these positions.
+  StepStats step(const std::int32_t* tokens, const std::int32_t* targets, const std::int32_t* positions,
+                 const OptimizerSettings* opt, double grad_scale, std::uint64_t dropout_seed_base,
+                 std::uint64_t step_index) {
+    return run(tokens, targets, positions, true, opt, grad_scale, dropout_seed_base, step_index);
+  }
   StepStats step(const std::int32_t* tokens, const std::int32_t* targets,
                  const OptimizerSettings* opt, double grad_scale, std::uint64_t dropout_seed_base,
                  std::uint64_t step_index) {
-    return run(tokens, targets, true, opt, grad_scale, dropout_seed_base, step_index);
+    return step(tokens, targets, nullptr, opt, grad_scale, dropout_seed_base, step_index);
+  }
+  StepStats evaluate(const std::int32_t* tokens, const std::int32_t* targets, const std::int32_t* positions) {
+    return run(tokens, targets, positions, false, nullptr, 1.0, 0, 0);
   }
   StepStats evaluate(const std::int32_t* tokens, const std::int32_t* targets) {
-    return run(tokens, targets, false, nullptr, 1.0, 0, 0);
+    return evaluate(tokens, targets, nullptr);
   }
 
   // The device memory in use now by everything (cudaMemGetInfo), for the peak-memory test.
@@ -340,6 +358,7 @@ class CudaBackend {
   std::unique_ptr<ops::matmul::cuda::Gemm> gemm_;
   std::vector<float> lora_mirror_, m_mirror_, v_mirror_, dq_offset_;
   std::vector<std::byte> staging_;
+  std::vector<std::int32_t> unpacked_positions_;  // 0..seq-1 in every row: a step without packing
   ops::loss_scale::State scaler_{};
   ops::loss_scale::Settings scale_settings_{};
   std::array<cudaGraphExec_t, 3> graphs_{};
@@ -503,6 +522,7 @@ class CudaBackend {
     const int l = idx_.action(a).layer;
     LayerOps L;
     L.stream = compute();
+    L.positions = reinterpret_cast<const std::int32_t*>(io(idx_.io.positions));
     L.gemm = &*gemm_;
     L.wl = &idx_.wl;
     L.o = &opt_;
@@ -722,11 +742,12 @@ class CudaBackend {
       if (last[s] >= 0) LVT_CUDA_CHECK(cudaStreamWaitEvent(compute(), events_[std::size_t(last[s])], 0));
   }
 
-  StepStats run(const std::int32_t* tokens, const std::int32_t* targets, bool train,
-                const OptimizerSettings* opt, double grad_scale, std::uint64_t seed_base,
-                std::uint64_t step_index) {
+  StepStats run(const std::int32_t* tokens, const std::int32_t* targets,
+                const std::int32_t* positions, bool train, const OptimizerSettings* opt,
+                double grad_scale, std::uint64_t seed_base, std::uint64_t step_index) {
     const i64 n = plan::tokens(opt_);
     check_tokens(tokens, n, store_.vocab);
+    if (positions) check_positions(positions, opt_.batch, opt_.seq);
     // The host counts the kept targets (and names a bad one, as the host backend's loss does).
     const i64 kept = ops::cross_entropy::count_labels(targets, n, store_.vocab);
     if (opt && opt->step < 1)
@@ -734,7 +755,8 @@ class CudaBackend {
     if (opt) ops::adamw::check_hyper(opt->adamw);
     // Weights and adapters uploaded by plain cudaMemcpy (legacy stream) land before the step.
     LVT_CUDA_CHECK(cudaDeviceSynchronize());
-    // The host-written head of the control block, then tokens and targets.
+    // The host-written head of the control block, then tokens, targets and positions (the
+    // kernels always read the planned positions, so one graph serves packed and plain rows).
     StepControl head{};
     head.seed_state[0] = seed_base;
     head.seed_state[1] = step_index;
@@ -744,6 +766,8 @@ class CudaBackend {
     const cudaStream_t st = compute();
     LVT_CUDA_CHECK(cudaMemcpyAsync(io(idx_.io.tokens), tokens, std::size_t(n) * 4, cudaMemcpyHostToDevice, st));
     LVT_CUDA_CHECK(cudaMemcpyAsync(io(idx_.io.targets), targets, std::size_t(n) * 4, cudaMemcpyHostToDevice, st));
+    LVT_CUDA_CHECK(cudaMemcpyAsync(io(idx_.io.positions), positions ? positions : unpacked_positions_.data(),
+                                   std::size_t(n) * 4, cudaMemcpyHostToDevice, st));
     LVT_CUDA_CHECK(cudaMemcpyAsync(control(), &head, offsetof(StepControl, inv_freq), cudaMemcpyHostToDevice, st));
     if (opt) {
       host_opt_.self = this;

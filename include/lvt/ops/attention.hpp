@@ -192,6 +192,8 @@ inline void check_dims(std::int64_t head_dim) {
 // and sum), head_dim split over the 32 lanes (head_dim <= 128: 64, 80, 96, 128 all fit).
 // Backward without atomics: one kernel per query row computes dq (loop over keys j <= t); one
 // per key row computes dk and dv (loop over the group's query heads and queries t >= j).
+// Packed rows (pos, device memory, or null): keys from the query's example_start only, and the
+// dk/dv loop stops at the first query whose example starts after the key (starts never fall).
 namespace simple {
 inline constexpr int per_lane = max_head_dim / 32;
 inline constexpr int warps_per_block = 4;
@@ -220,15 +222,15 @@ __device__ inline float dot_row(const float (&r)[per_lane], const S* p, int D, i
 
 // grid: (ceil(T / warps), heads, batch); block: 32 * warps threads.
 template <class S>
-__global__ void row_forward_kernel(S* out, float* lse, const S* q, const S* k, const S* v, int T,
-                                   int H, int KV, int D, float scale) {
+__global__ void row_forward_kernel(S* out, float* lse, const S* q, const S* k, const S* v,
+                                   const std::int32_t* pos, int T, int H, int KV, int D, float scale) {
   const int lane = threadIdx.x % 32, t = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
   const int h = blockIdx.y, b = blockIdx.z, g = h / (H / KV);
   if (t >= T) return;
   float qr[per_lane], acc[per_lane] = {};
   load_row(qr, q + ((std::int64_t(b) * T + t) * H + h) * D, D, lane);
   float m = -INFINITY, l = 0;
-  for (int j = 0; j <= t; ++j) {
+  for (int j = int(example_start(pos, b, T, t)); j <= t; ++j) {
     const std::int64_t ko = ((std::int64_t(b) * T + j) * KV + g) * D;
     const float s = scale * dot_row(qr, k + ko, D, lane);
     const float m_new = fmaxf(m, s);
@@ -251,8 +253,8 @@ __global__ void row_forward_kernel(S* out, float* lse, const S* q, const S* k, c
 // dq_t += scale sum_j p_j (dout_t . v_j - delta_t) k_j, per query row.
 template <class S>
 __global__ void row_backward_dq_kernel(S* dq, const S* dout, const S* q, const S* k, const S* v,
-                                       const S* out, const float* lse, int T, int H, int KV, int D,
-                                       float scale) {
+                                       const S* out, const float* lse, const std::int32_t* pos,
+                                       int T, int H, int KV, int D, float scale) {
   const int lane = threadIdx.x % 32, t = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
   const int h = blockIdx.y, b = blockIdx.z, g = h / (H / KV);
   if (t >= T) return;
@@ -262,7 +264,7 @@ __global__ void row_backward_dq_kernel(S* dq, const S* dout, const S* q, const S
   load_row(dor, dout + qo, D, lane);
   const float delta = dot_row(dor, out + qo, D, lane);
   const float l = lse[(std::int64_t(b) * H + h) * T + t];
-  for (int j = 0; j <= t; ++j) {
+  for (int j = int(example_start(pos, b, T, t)); j <= t; ++j) {
     const std::int64_t ko = ((std::int64_t(b) * T + j) * KV + g) * D;
     const float p = expf(scale * dot_row(qr, k + ko, D, lane) - l);
     const float ds = p * (dot_row(dor, v + ko, D, lane) - delta) * scale;
@@ -281,8 +283,9 @@ __global__ void row_backward_dq_kernel(S* dq, const S* dout, const S* q, const S
 // heads and t >= j, per key row (grid.y = kv head). delta is recomputed per (t, h).
 template <class S>
 __global__ void row_backward_dkv_kernel(S* dk, S* dv, const S* dout, const S* q, const S* k,
-                                        const S* v, const S* out, const float* lse, int T, int H,
-                                        int KV, int D, float scale) {
+                                        const S* v, const S* out, const float* lse,
+                                        const std::int32_t* pos, int T, int H, int KV, int D,
+                                        float scale) {
   const int lane = threadIdx.x % 32, j = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
   const int g = blockIdx.y, b = blockIdx.z, group = H / KV;
   if (j >= T) return;
@@ -291,7 +294,7 @@ __global__ void row_backward_dkv_kernel(S* dk, S* dv, const S* dout, const S* q,
   load_row(kr, k + ko, D, lane);
   load_row(vr, v + ko, D, lane);
   for (int h = g * group; h < (g + 1) * group; ++h)
-    for (int t = j; t < T; ++t) {
+    for (int t = j; t < T && example_start(pos, b, T, t) <= j; ++t) {
       const std::int64_t qo = ((std::int64_t(b) * T + t) * H + h) * D;
       const float p = expf(scale * dot_row(kr, q + qo, D, lane) - lse[(std::int64_t(b) * H + h) * T + t]);
       float dor[per_lane];
@@ -322,26 +325,27 @@ __global__ void row_backward_dkv_kernel(S* dk, S* dv, const S* dout, const S* q,
 template <class S>
 void forward(S* out, float* lse, const S* q, const S* k, const S* v, std::int64_t batch,
              std::int64_t seq, std::int64_t heads, std::int64_t kv_heads, std::int64_t head_dim,
-             cudaStream_t stream) {
+             cudaStream_t stream, const std::int32_t* positions = nullptr) {
   check_dims(head_dim);
   const dim3 grid(unsigned((seq + warps_per_block - 1) / warps_per_block), unsigned(heads), unsigned(batch));
   row_forward_kernel<S><<<grid, 32 * warps_per_block, 0, stream>>>(
-      out, lse, q, k, v, int(seq), int(heads), int(kv_heads), int(head_dim),
+      out, lse, q, k, v, positions, int(seq), int(heads), int(kv_heads), int(head_dim),
       float(1.0 / std::sqrt(double(head_dim))));
   LVT_CUDA_LAUNCHED("attention::cuda::simple::row_forward_kernel");
 }
 template <class S>
 void backward(S* dq, S* dk, S* dv, const S* dout, const S* q, const S* k, const S* v,
               const S* out, const float* lse, std::int64_t batch, std::int64_t seq,
-              std::int64_t heads, std::int64_t kv_heads, std::int64_t head_dim, cudaStream_t stream) {
+              std::int64_t heads, std::int64_t kv_heads, std::int64_t head_dim, cudaStream_t stream,
+              const std::int32_t* positions = nullptr) {
   check_dims(head_dim);
   const float scale = float(1.0 / std::sqrt(double(head_dim)));
   const unsigned rows = unsigned((seq + warps_per_block - 1) / warps_per_block);
   row_backward_dq_kernel<S><<<dim3(rows, unsigned(heads), unsigned(batch)), 32 * warps_per_block, 0, stream>>>(
-      dq, dout, q, k, v, out, lse, int(seq), int(heads), int(kv_heads), int(head_dim), scale);
+      dq, dout, q, k, v, out, lse, positions, int(seq), int(heads), int(kv_heads), int(head_dim), scale);
   LVT_CUDA_LAUNCHED("attention::cuda::simple::row_backward_dq_kernel");
   row_backward_dkv_kernel<S><<<dim3(rows, unsigned(kv_heads), unsigned(batch)), 32 * warps_per_block, 0, stream>>>(
-      dk, dv, dout, q, k, v, out, lse, int(seq), int(heads), int(kv_heads), int(head_dim), scale);
+      dk, dv, dout, q, k, v, out, lse, positions, int(seq), int(heads), int(kv_heads), int(head_dim), scale);
   LVT_CUDA_LAUNCHED("attention::cuda::simple::row_backward_dkv_kernel");
 }
 }  // namespace simple
@@ -359,8 +363,12 @@ void backward(S* dq, S* dk, S* dv, const S* dout, const S* q, const S* k, const 
 //            tiles from the diagonal down: S^T = K Q^T, dP^T = V dO^T, dV += P^T dO,
 //            dK += dS^T Q, delta recomputed per query tile while its Q and dO load. The block
 //            owns its keys: no atomics, deterministic.
+//   packed   rows (positions): keys before a query's example_start are masked like keys after
+//            it. Starts never fall along a row, so forward and dq begin at the key tile of their
+//            first query's start, warps skip key tiles (16-key chunks in dq) before their first
+//            row's start, and dk/dv stops at the first query tile that starts after its keys.
 // Shared memory (rows padded by 16 bytes): forward and dq 18, 22, 26, 34 KiB at head_dim 64, 80,
-// 96, 128; dk/dv 36.5, 44.5, 52.5, 51.3 KiB (32-query tiles at 128) -- within the 64 KiB sm_75
+// 96, 128; dk/dv 36.8, 44.8, 52.8, 51.4 KiB (32-query tiles at 128) -- within the 64 KiB sm_75
 // allows; past 48 KiB through cudaFuncAttributeMaxDynamicSharedMemorySize.
 namespace tiled {
 using u32 = std::uint32_t;
@@ -392,14 +400,15 @@ struct Dims {
   static constexpr int n_tiles = D / 8;   // 8-wide mma n-tiles along head_dim
 };
 
-// Q (then K) and dO (then V) share two tiles; the dk/dv kernel holds K, V, Q, dO, lse and delta.
+// Q (then K) and dO (then V) share two tiles; the dk/dv kernel holds K, V, Q, dO, lse, delta
+// and the queries' example starts.
 template <int D>
 inline constexpr int forward_smem_bytes = 2 * key_tile * Dims<D>::stride * 2;
 template <int D>
 inline constexpr int dq_smem_bytes = forward_smem_bytes<D>;
 template <int D>
 inline constexpr int dkv_smem_bytes =
-    (2 * block_rows + 2 * query_tile<D>) * Dims<D>::stride * 2 + 2 * query_tile<D> * 4;
+    (2 * block_rows + 2 * query_tile<D>) * Dims<D>::stride * 2 + 3 * query_tile<D> * 4;
 static_assert(dkv_smem_bytes<64> <= 64 * 1024 && dkv_smem_bytes<80> <= 64 * 1024 &&
                   dkv_smem_bytes<96> <= 64 * 1024 && dkv_smem_bytes<128> <= 64 * 1024,
               "tiled attention: shared memory past the 64 KiB sm_75 allows per block; lower query_tile");
@@ -587,7 +596,8 @@ __device__ __forceinline__ void to_a(u32 (&a)[4], const float (&c0)[4], const fl
 // blockIdx.y, batch blockIdx.z. scale_log2 = log2(e) / sqrt(D): scores in base 2 for exp2f.
 template <class S, int D>
 __device__ void forward_block(unsigned char* smem, S* out, float* lse, const S* q, const S* k,
-                              const S* v, int T, int H, int KV, float scale_log2) {
+                              const S* v, const std::int32_t* pos, int T, int H, int KV,
+                              float scale_log2) {
   constexpr int ST = Dims<D>::stride, KS = Dims<D>::k_steps, NT = Dims<D>::n_tiles;
   S* ks = reinterpret_cast<S*>(smem);
   S* vs = ks + key_tile * ST;
@@ -613,17 +623,22 @@ __device__ void forward_block(unsigned char* smem, S* out, float* lse, const S* 
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};  // l: this lane's part of the row sum
   const int first_row = q0 + warp * 16, row[2] = {first_row + g, first_row + g + 8};
   const bool active = first_row < T;
+  // Packed rows: each row's first key; the warp's smallest is its first row's (starts never fall).
+  const int start[2] = {row[0] < T ? int(example_start(pos, b, T, row[0])) : 0,
+                        row[1] < T ? int(example_start(pos, b, T, row[1])) : 0};
+  const int warp_start = active ? int(example_start(pos, b, T, first_row)) : 0;
   const int key_end = min(q0 + block_rows, T);  // keys some valid row of the block sees
-  const int n_tiles = (key_end + key_tile - 1) / key_tile;
+  const int key_begin = int(example_start(pos, b, T, q0)) / key_tile * key_tile;  // and the first
   // K and V stream through one buffer each, as in FlashAttention-2: K of the next tile loads
   // while this tile's softmax and P V run, V of the next tile while its S = Q K^T runs.
-  load_tile<S, D, key_tile>(ks, kb, k_step, min(key_tile, T));
+  load_tile<S, D, key_tile>(ks, kb + key_begin * k_step, k_step, min(key_tile, T - key_begin));
   commit_async();
-  load_tile<S, D, key_tile>(vs, vb, k_step, min(key_tile, T));
+  load_tile<S, D, key_tile>(vs, vb + key_begin * k_step, k_step, min(key_tile, T - key_begin));
   commit_async();
-  for (int j = 0; j < n_tiles; ++j) {
-    const int k0 = j * key_tile, next = k0 + key_tile;
-    const bool work = active && k0 <= first_row + 15;  // else the tile is after all the warp's rows
+  for (int k0 = key_begin; k0 < key_end; k0 += key_tile) {
+    const int next = k0 + key_tile;
+    // else the tile is after all the warp's rows, or before all their examples
+    const bool work = active && k0 <= first_row + 15 && next > warp_start;
     wait_async<1>();  // K_j is in (V_j may still be in flight)
     __syncthreads();
     float s[key_tile / 8][4] = {};
@@ -644,14 +659,15 @@ __device__ void forward_block(unsigned char* smem, S* out, float* lse, const S* 
     wait_async<1>();  // V_j is in (K_{j+1} may still be in flight)
     __syncthreads();
     if (work) {
-      // Causal and sequence mask, then the online softmax (rows g and g+8 of the warp's tile).
+      // Causal, example and sequence mask, then the online softmax (rows g and g+8 of the
+      // warp's tile).
       float mx[2] = {m[0], m[1]};
 #pragma unroll
       for (int n = 0; n < key_tile / 8; ++n)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           const int key = k0 + n * 8 + 2 * tq + (e & 1), r = e >> 1;
-          s[n][e] = key <= row[r] && key < T ? s[n][e] * scale_log2 : -INFINITY;
+          s[n][e] = key <= row[r] && key >= start[r] && key < T ? s[n][e] * scale_log2 : -INFINITY;
           mx[r] = fmaxf(mx[r], s[n][e]);
         }
       float base[2], corr[2];
@@ -711,8 +727,8 @@ __device__ void forward_block(unsigned char* smem, S* out, float* lse, const S* 
 // dq, one block: 64 query rows (longest first) of head blockIdx.y, batch blockIdx.z.
 template <class S, int D>
 __device__ void dq_block(unsigned char* smem, S* dq, const S* dout, const S* q, const S* k,
-                         const S* v, const S* out, const float* lse, int T, int H, int KV,
-                         float scale, float scale_log2) {
+                         const S* v, const S* out, const float* lse, const std::int32_t* pos,
+                         int T, int H, int KV, float scale, float scale_log2) {
   constexpr int ST = Dims<D>::stride, KS = Dims<D>::k_steps, NT = Dims<D>::n_tiles;
   S* ks = reinterpret_cast<S*>(smem);
   S* vs = ks + key_tile * ST;
@@ -750,21 +766,26 @@ __device__ void dq_block(unsigned char* smem, S* dq, const S* dout, const S* q, 
 
   float acc[NT][4] = {};
   const bool active = first_row < T;
+  // Packed rows, as in forward: the rows' first keys, the warp's smallest, the block's first tile.
+  const int start[2] = {row[0] < T ? int(example_start(pos, b, T, row[0])) : 0,
+                        row[1] < T ? int(example_start(pos, b, T, row[1])) : 0};
+  const int warp_start = active ? int(example_start(pos, b, T, first_row)) : 0;
   const int key_end = min(q0 + block_rows, T);
-  load_tile<S, D, key_tile>(ks, kb, k_step, min(key_tile, T));
-  load_tile<S, D, key_tile>(vs, vb, k_step, min(key_tile, T));
+  const int key_begin = int(example_start(pos, b, T, q0)) / key_tile * key_tile;
+  load_tile<S, D, key_tile>(ks, kb + key_begin * k_step, k_step, min(key_tile, T - key_begin));
+  load_tile<S, D, key_tile>(vs, vb + key_begin * k_step, k_step, min(key_tile, T - key_begin));
   commit_async();
-  for (int k0 = 0; k0 < key_end; k0 += key_tile) {
+  for (int k0 = key_begin; k0 < key_end; k0 += key_tile) {
     const int next = k0 + key_tile;
     wait_async<0>();  // K and V of this tile are in
     __syncthreads();
-    // S and dP, 16 keys at a time, into dS as A fragments; chunks after the warp's last row are
-    // skipped (the condition is the same in both loops).
+    // S and dP, 16 keys at a time, into dS as A fragments; chunks after the warp's last row, or
+    // before its first row's example, are skipped (the condition is the same in both loops).
     u32 da[key_tile / 16][4];
 #pragma unroll
     for (int kc = 0; kc < key_tile / 16; ++kc) {
       const int c0 = k0 + kc * 16;
-      if (!active || c0 > first_row + 15) continue;
+      if (!active || c0 > first_row + 15 || c0 + 15 < warp_start) continue;
       float s[2][4] = {}, dp[2][4] = {};
 #pragma unroll
       for (int kk = 0; kk < KS; ++kk) {
@@ -781,7 +802,8 @@ __device__ void dq_block(unsigned char* smem, S* dq, const S* dout, const S* q, 
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           const int key = c0 + n * 8 + 2 * tq + (e & 1), r = e >> 1;
-          const float p = key <= row[r] && key < T ? exp2f(s[n][e] * scale_log2 - lse2[r]) : 0.0f;
+          const float p = key <= row[r] && key >= start[r] && key < T
+                              ? exp2f(s[n][e] * scale_log2 - lse2[r]) : 0.0f;
           s[n][e] = p * (dp[n][e] - delta[r]) * scale;  // dS, the 1/sqrt(D) of dQ folded in
         }
       to_a<S>(da[kc], s[0], s[1]);
@@ -790,7 +812,7 @@ __device__ void dq_block(unsigned char* smem, S* dq, const S* dout, const S* q, 
     if (next < key_end) load_tile<S, D, key_tile>(vs, vb + next * k_step, k_step, min(key_tile, T - next));
 #pragma unroll
     for (int kc = 0; kc < key_tile / 16; ++kc) {
-      if (!active || k0 + kc * 16 > first_row + 15) continue;
+      if (!active || k0 + kc * 16 > first_row + 15 || k0 + kc * 16 + 15 < warp_start) continue;
 #pragma unroll
       for (int n = 0; n < NT / 2; ++n) {  // K through ldmatrix.trans
         u32 kf[4];
@@ -817,8 +839,8 @@ __device__ void dq_block(unsigned char* smem, S* dq, const S* dout, const S* q, 
 // the group's query heads and the query tiles from the diagonal to the end.
 template <class S, int D>
 __device__ void dkv_block(unsigned char* smem, S* dk, S* dv, const S* dout, const S* q, const S* k,
-                          const S* v, const S* out, const float* lse, int T, int H, int KV,
-                          float scale, float scale_log2) {
+                          const S* v, const S* out, const float* lse, const std::int32_t* pos,
+                          int T, int H, int KV, float scale, float scale_log2) {
   constexpr int ST = Dims<D>::stride, KS = Dims<D>::k_steps, NT = Dims<D>::n_tiles;
   constexpr int BQ = query_tile<D>, per_row = threads / BQ;  // threads per query row for delta
   S* ks = reinterpret_cast<S*>(smem);
@@ -827,6 +849,7 @@ __device__ void dkv_block(unsigned char* smem, S* dk, S* dv, const S* dout, cons
   S* dos = qs + BQ * ST;
   float* lse2_s = reinterpret_cast<float*>(dos + BQ * ST);
   float* delta_s = lse2_s + BQ;
+  int* start_s = reinterpret_cast<int*>(delta_s + BQ);  // the queries' example starts
   const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32, g = lane / 4, tq = lane % 4;
   const int k0 = int(blockIdx.x) * block_rows, kvh = int(blockIdx.y), b = int(blockIdx.z);
   const int group = H / KV;
@@ -843,7 +866,10 @@ __device__ void dkv_block(unsigned char* smem, S* dk, S* dv, const S* dout, cons
     const std::int64_t q_base = (std::int64_t(b) * T * H + h) * D;
     const float* lse_h = lse + (std::int64_t(b) * H + h) * T;
     for (int q0 = k0; q0 < T; q0 += BQ) {  // BQ divides 64: the first tile starts at the diagonal
-      __syncthreads();  // the previous Q, dO, lse and delta are read by every warp
+      // Packed rows: from the first query whose example starts after the block's last key on,
+      // no query sees any of its keys (starts never fall). The same for every thread.
+      if (example_start(pos, b, T, q0) > k0 + block_rows - 1) break;
+      __syncthreads();  // the previous Q, dO, lse, delta and starts are read by every warp
       load_tile<S, D, BQ>(qs, q + q_base + q0 * q_step, q_step, min(BQ, T - q0));
       load_tile<S, D, BQ>(dos, dout + q_base + q0 * q_step, q_step, min(BQ, T - q0));
       commit_async();
@@ -859,6 +885,7 @@ __device__ void dkv_block(unsigned char* smem, S* dk, S* dv, const S* dout, cons
         if (part == 0) {
           delta_s[r] = sum;
           lse2_s[r] = t < T ? lse_h[t] * log2e : 0.0f;
+          start_s[r] = t < T ? int(example_start(pos, b, T, t)) : T;
         }
       }
       wait_async<0>();
@@ -868,6 +895,7 @@ __device__ void dkv_block(unsigned char* smem, S* dk, S* dv, const S* dout, cons
         const int c0 = q0 + qc;
         if (c0 >= T) break;
         if (c0 + 15 < first_key) continue;
+        if (start_s[qc] > first_key + 15) break;  // these queries' examples start after the keys
         float st[2][4] = {}, dpt[2][4] = {};  // S^T and dP^T: the warp's 16 keys x 16 queries
 #pragma unroll
         for (int kk = 0; kk < KS; ++kk) {
@@ -887,7 +915,8 @@ __device__ void dkv_block(unsigned char* smem, S* dk, S* dv, const S* dout, cons
 #pragma unroll
           for (int e = 0; e < 4; ++e) {
             const int i = qc + n * 8 + 2 * tq + (e & 1), t = q0 + i;
-            p[n][e] = t < T && key[e >> 1] <= t ? exp2f(st[n][e] * scale_log2 - lse2_s[i]) : 0.0f;
+            p[n][e] = t < T && key[e >> 1] <= t && key[e >> 1] >= start_s[i]
+                          ? exp2f(st[n][e] * scale_log2 - lse2_s[i]) : 0.0f;
             st[n][e] = p[n][e] * (dpt[n][e] - delta_s[i]) * scale;  // dS^T, 1/sqrt(D) folded in
           }
         u32 pa[4], da[4];
@@ -925,26 +954,29 @@ __device__ void dkv_block(unsigned char* smem, S* dk, S* dv, const S* dout, cons
 
 template <class S, int D>
 __global__ void __launch_bounds__(threads)
-    forward_kernel(S* out, float* lse, const S* q, const S* k, const S* v, int T, int H, int KV,
-                   float scale_log2) {
+    forward_kernel(S* out, float* lse, const S* q, const S* k, const S* v, const std::int32_t* pos,
+                   int T, int H, int KV, float scale_log2) {
   extern __shared__ __align__(16) unsigned char attention_smem[];
-  if constexpr (arch_ok<S>()) forward_block<S, D>(attention_smem, out, lse, q, k, v, T, H, KV, scale_log2);
+  if constexpr (arch_ok<S>())
+    forward_block<S, D>(attention_smem, out, lse, q, k, v, pos, T, H, KV, scale_log2);
 }
 template <class S, int D>
 __global__ void __launch_bounds__(threads)
     dq_kernel(S* dq, const S* dout, const S* q, const S* k, const S* v, const S* out,
-              const float* lse, int T, int H, int KV, float scale, float scale_log2) {
+              const float* lse, const std::int32_t* pos, int T, int H, int KV, float scale,
+              float scale_log2) {
   extern __shared__ __align__(16) unsigned char attention_smem[];
   if constexpr (arch_ok<S>())
-    dq_block<S, D>(attention_smem, dq, dout, q, k, v, out, lse, T, H, KV, scale, scale_log2);
+    dq_block<S, D>(attention_smem, dq, dout, q, k, v, out, lse, pos, T, H, KV, scale, scale_log2);
 }
 template <class S, int D>
 __global__ void __launch_bounds__(threads)
     dkv_kernel(S* dk, S* dv, const S* dout, const S* q, const S* k, const S* v, const S* out,
-               const float* lse, int T, int H, int KV, float scale, float scale_log2) {
+               const float* lse, const std::int32_t* pos, int T, int H, int KV, float scale,
+               float scale_log2) {
   extern __shared__ __align__(16) unsigned char attention_smem[];
   if constexpr (arch_ok<S>())
-    dkv_block<S, D>(attention_smem, dk, dv, dout, q, k, v, out, lse, T, H, KV, scale, scale_log2);
+    dkv_block<S, D>(attention_smem, dk, dv, dout, q, k, v, out, lse, pos, T, H, KV, scale, scale_log2);
 }
 
 inline constexpr int max_devices = 64;
@@ -996,29 +1028,31 @@ inline bool aligned16(std::initializer_list<const void*> ps) {
 
 template <class S, int D>
 void forward(S* out, float* lse, const S* q, const S* k, const S* v, std::int64_t batch,
-             std::int64_t seq, std::int64_t heads, std::int64_t kv_heads, cudaStream_t stream) {
+             std::int64_t seq, std::int64_t heads, std::int64_t kv_heads, cudaStream_t stream,
+             const std::int32_t* positions = nullptr) {
   static std::array<std::atomic<bool>, max_devices> smem_set{};
   allow_smem(forward_kernel<S, D>, forward_smem_bytes<D>, smem_set);
   const dim3 grid(unsigned((seq + block_rows - 1) / block_rows), unsigned(heads), unsigned(batch));
   forward_kernel<S, D><<<grid, threads, forward_smem_bytes<D>, stream>>>(
-      out, lse, q, k, v, int(seq), int(heads), int(kv_heads),
+      out, lse, q, k, v, positions, int(seq), int(heads), int(kv_heads),
       float(1.0 / std::sqrt(double(D))) * log2e);
   LVT_CUDA_LAUNCHED("attention::cuda::tiled::forward_kernel");
 }
 template <class S, int D>
 void backward(S* dq, S* dk, S* dv, const S* dout, const S* q, const S* k, const S* v,
               const S* out, const float* lse, std::int64_t batch, std::int64_t seq,
-              std::int64_t heads, std::int64_t kv_heads, cudaStream_t stream) {
+              std::int64_t heads, std::int64_t kv_heads, cudaStream_t stream,
+              const std::int32_t* positions = nullptr) {
   static std::array<std::atomic<bool>, max_devices> dq_set{}, dkv_set{};
   allow_smem(dq_kernel<S, D>, dq_smem_bytes<D>, dq_set);
   allow_smem(dkv_kernel<S, D>, dkv_smem_bytes<D>, dkv_set);
   const float scale = float(1.0 / std::sqrt(double(D)));
   const unsigned tiles = unsigned((seq + block_rows - 1) / block_rows);
   dq_kernel<S, D><<<dim3(tiles, unsigned(heads), unsigned(batch)), threads, dq_smem_bytes<D>, stream>>>(
-      dq, dout, q, k, v, out, lse, int(seq), int(heads), int(kv_heads), scale, scale * log2e);
+      dq, dout, q, k, v, out, lse, positions, int(seq), int(heads), int(kv_heads), scale, scale * log2e);
   LVT_CUDA_LAUNCHED("attention::cuda::tiled::dq_kernel");
   dkv_kernel<S, D><<<dim3(tiles, unsigned(kv_heads), unsigned(batch)), threads, dkv_smem_bytes<D>, stream>>>(
-      dk, dv, dout, q, k, v, out, lse, int(seq), int(heads), int(kv_heads), scale, scale * log2e);
+      dk, dv, dout, q, k, v, out, lse, positions, int(seq), int(heads), int(kv_heads), scale, scale * log2e);
   LVT_CUDA_LAUNCHED("attention::cuda::tiled::dkv_kernel");
 }
 }  // namespace tiled
@@ -1030,11 +1064,12 @@ bool uses_tiled(std::int64_t head_dim) {
   return tiled::has<S> && tiled::head_dim_ok(head_dim) && tiled::supported<S>();
 }
 
-// Same shapes and semantics as the host forward/backward above (dq, dk, dv +=).
+// Same shapes and semantics as the host forward/backward above (dq, dk, dv +=); positions in
+// device memory (null: 0..seq-1 in every row), checked by the caller.
 template <class S>
 void forward(S* out, float* lse, const S* q, const S* k, const S* v, std::int64_t batch,
              std::int64_t seq, std::int64_t heads, std::int64_t kv_heads, std::int64_t head_dim,
-             cudaStream_t stream) {
+             cudaStream_t stream, const std::int32_t* positions = nullptr) {
   check_dims(head_dim);
   if constexpr (tiled::has<S>) {
     const char* why = simple_attention_reason(head_dim, tiled::supported<S>(),
@@ -1042,20 +1077,21 @@ void forward(S* out, float* lse, const S* q, const S* k, const S* v, std::int64_
     if (why) warn_simple_attention_once(why, head_dim);
     else {
       switch (head_dim) {
-        case 64: return tiled::forward<S, 64>(out, lse, q, k, v, batch, seq, heads, kv_heads, stream);
-        case 80: return tiled::forward<S, 80>(out, lse, q, k, v, batch, seq, heads, kv_heads, stream);
-        case 96: return tiled::forward<S, 96>(out, lse, q, k, v, batch, seq, heads, kv_heads, stream);
-        case 128: return tiled::forward<S, 128>(out, lse, q, k, v, batch, seq, heads, kv_heads, stream);
+        case 64: return tiled::forward<S, 64>(out, lse, q, k, v, batch, seq, heads, kv_heads, stream, positions);
+        case 80: return tiled::forward<S, 80>(out, lse, q, k, v, batch, seq, heads, kv_heads, stream, positions);
+        case 96: return tiled::forward<S, 96>(out, lse, q, k, v, batch, seq, heads, kv_heads, stream, positions);
+        case 128: return tiled::forward<S, 128>(out, lse, q, k, v, batch, seq, heads, kv_heads, stream, positions);
         default: break;
       }
     }
   }
-  simple::forward(out, lse, q, k, v, batch, seq, heads, kv_heads, head_dim, stream);
+  simple::forward(out, lse, q, k, v, batch, seq, heads, kv_heads, head_dim, stream, positions);
 }
 template <class S>
 void backward(S* dq, S* dk, S* dv, const S* dout, const S* q, const S* k, const S* v,
               const S* out, const float* lse, std::int64_t batch, std::int64_t seq,
-              std::int64_t heads, std::int64_t kv_heads, std::int64_t head_dim, cudaStream_t stream) {
+              std::int64_t heads, std::int64_t kv_heads, std::int64_t head_dim, cudaStream_t stream,
+              const std::int32_t* positions = nullptr) {
   check_dims(head_dim);
   if constexpr (tiled::has<S>) {
     const char* why = simple_attention_reason(head_dim, tiled::supported<S>(),
@@ -1063,15 +1099,16 @@ void backward(S* dq, S* dk, S* dv, const S* dout, const S* q, const S* k, const 
     if (why) warn_simple_attention_once(why, head_dim);
     else {
       switch (head_dim) {
-        case 64: return tiled::backward<S, 64>(dq, dk, dv, dout, q, k, v, out, lse, batch, seq, heads, kv_heads, stream);
-        case 80: return tiled::backward<S, 80>(dq, dk, dv, dout, q, k, v, out, lse, batch, seq, heads, kv_heads, stream);
-        case 96: return tiled::backward<S, 96>(dq, dk, dv, dout, q, k, v, out, lse, batch, seq, heads, kv_heads, stream);
-        case 128: return tiled::backward<S, 128>(dq, dk, dv, dout, q, k, v, out, lse, batch, seq, heads, kv_heads, stream);
+        case 64: return tiled::backward<S, 64>(dq, dk, dv, dout, q, k, v, out, lse, batch, seq, heads, kv_heads, stream, positions);
+        case 80: return tiled::backward<S, 80>(dq, dk, dv, dout, q, k, v, out, lse, batch, seq, heads, kv_heads, stream, positions);
+        case 96: return tiled::backward<S, 96>(dq, dk, dv, dout, q, k, v, out, lse, batch, seq, heads, kv_heads, stream, positions);
+        case 128: return tiled::backward<S, 128>(dq, dk, dv, dout, q, k, v, out, lse, batch, seq, heads, kv_heads, stream, positions);
         default: break;
       }
     }
   }
-  simple::backward(dq, dk, dv, dout, q, k, v, out, lse, batch, seq, heads, kv_heads, head_dim, stream);
+  simple::backward(dq, dk, dv, dout, q, k, v, out, lse, batch, seq, heads, kv_heads, head_dim, stream,
+                   positions);
 }
 }  // namespace lvt::ops::attention::cuda
 #endif

@@ -151,18 +151,26 @@ void backward(T* dx, const T* dout, const T* cos, const T* sin, std::int64_t bat
 #include "lvt/ops/cuda_common.hpp"
 
 // ---- CUDA: one thread per rotated pair; out may alias x; backward accumulates ---------------
+// positions: device memory [batch * seq], or null (0..seq-1 in every row).
 namespace lvt::ops::rope::cuda {
 using ops::cuda::from_float;
 using ops::cuda::to_float;
 
+// The table row of pair row `row` = (b * seq + t) * heads + h.
+__device__ __forceinline__ std::int64_t table_row(const std::int32_t* positions, std::int64_t row,
+                                                  std::int64_t seq, std::int64_t heads) {
+  const std::int64_t bt = row / heads;
+  return positions ? std::int64_t(positions[bt]) : bt % seq;
+}
+
 template <class S>
 __global__ void forward_kernel(S* out, const S* x, const float* cos, const float* sin,
-                               std::int64_t seq, std::int64_t heads, std::int64_t head_dim,
-                               std::int64_t half, std::int64_t pairs) {
+                               const std::int32_t* positions, std::int64_t seq, std::int64_t heads,
+                               std::int64_t head_dim, std::int64_t half, std::int64_t pairs) {
   for (std::int64_t p = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; p < pairs;
        p += std::int64_t(gridDim.x) * blockDim.x) {
     const std::int64_t i = p % half, row = p / half;  // row = (b * seq + t) * heads + h
-    const std::int64_t t = (row / heads) % seq;
+    const std::int64_t t = table_row(positions, row, seq, heads);
     const std::int64_t off = row * head_dim;
     float o1, o2;
     rotate(o1, o2, to_float(x[off + i]), to_float(x[off + i + half]), cos[t * half + i], sin[t * half + i]);
@@ -174,12 +182,12 @@ __global__ void forward_kernel(S* out, const S* x, const float* cos, const float
 }
 template <class S>
 __global__ void backward_kernel(S* dx, const S* dout, const float* cos, const float* sin,
-                                std::int64_t seq, std::int64_t heads, std::int64_t head_dim,
-                                std::int64_t half, std::int64_t pairs) {
+                                const std::int32_t* positions, std::int64_t seq, std::int64_t heads,
+                                std::int64_t head_dim, std::int64_t half, std::int64_t pairs) {
   for (std::int64_t p = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; p < pairs;
        p += std::int64_t(gridDim.x) * blockDim.x) {
     const std::int64_t i = p % half, row = p / half;
-    const std::int64_t t = (row / heads) % seq;
+    const std::int64_t t = table_row(positions, row, seq, heads);
     const std::int64_t off = row * head_dim;
     float d1, d2;
     rotate(d1, d2, to_float(dout[off + i]), to_float(dout[off + i + half]), cos[t * half + i],
@@ -195,23 +203,23 @@ __global__ void backward_kernel(S* dx, const S* dout, const float* cos, const fl
 template <class S>
 void forward(S* out, const S* x, const float* cos, const float* sin, std::int64_t batch,
              std::int64_t seq, std::int64_t heads, std::int64_t head_dim, std::int64_t rotary_dim,
-             cudaStream_t stream) {
+             cudaStream_t stream, const std::int32_t* positions = nullptr) {
   detail::check(heads, head_dim, rotary_dim);
   const std::int64_t half = rotary_dim / 2, pairs = batch * seq * heads * half;
   if (pairs == 0) return;
   forward_kernel<S><<<ops::cuda::grid_for(pairs), ops::cuda::threads, 0, stream>>>(
-      out, x, cos, sin, seq, heads, head_dim, half, pairs);
+      out, x, cos, sin, positions, seq, heads, head_dim, half, pairs);
   LVT_CUDA_LAUNCHED("rope::cuda::forward_kernel");
 }
 template <class S>
 void backward(S* dx, const S* dout, const float* cos, const float* sin, std::int64_t batch,
               std::int64_t seq, std::int64_t heads, std::int64_t head_dim, std::int64_t rotary_dim,
-              cudaStream_t stream) {
+              cudaStream_t stream, const std::int32_t* positions = nullptr) {
   detail::check(heads, head_dim, rotary_dim);
   const std::int64_t half = rotary_dim / 2, pairs = batch * seq * heads * half;
   if (pairs == 0) return;
   backward_kernel<S><<<ops::cuda::grid_for(pairs), ops::cuda::threads, 0, stream>>>(
-      dx, dout, cos, sin, seq, heads, head_dim, half, pairs);
+      dx, dout, cos, sin, positions, seq, heads, head_dim, half, pairs);
   LVT_CUDA_LAUNCHED("rope::cuda::backward_kernel");
 }
 
