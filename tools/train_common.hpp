@@ -145,6 +145,7 @@ inline Tokens open_tokens(const Args& a, const ModelConfig& m, const std::string
 #if LVT_HAVE_TEXT
       t.packed = open_examples(a, m, data_flag, path, seq, cache_dir.empty() ? std::filesystem::path(path).parent_path() : cache_dir, log);
 #else
+      (void)seq, (void)cache_dir, (void)log;
       throw Error(data_flag + " " + path + " holds training examples, but this lvt was built without "
                   "the text libraries (Oniguruma, utf8proc: tools/deps.sh installs them)");
 #endif
