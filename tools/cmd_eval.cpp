@@ -49,6 +49,7 @@ int lvt_cmd_eval(int argc, char** argv) {
   using namespace lvt;
   std::vector<std::string> switches = cli::policy_switches;
   switches.insert(switches.end(), {"--json", "--help"});
+  switches.insert(switches.end(), cli::data_switches.begin(), cli::data_switches.end());
   std::vector<std::string> valued = cli::policy_flags;
   valued.insert(valued.end(), cli::model_data_flags.begin(), cli::model_data_flags.end());
   valued.insert(valued.end(), {"--adapter", "--max-batches", "--backend"});
@@ -75,7 +76,10 @@ int lvt_cmd_eval(int argc, char** argv) {
                       (std::filesystem::path(dir) / "adapter_config.json").string());
   }
   options.lora_dropout = 0;  // evaluation: no dropout
-  const cli::Tokens data = cli::open_tokens(a, model, "--data", "--text", true);
+  cli::Tokens data = cli::open_tokens(a, model, "--data", "--text", true, options.seq, {},
+                                      as_json ? stderr : stdout);
+  cli::Tokens none;
+  cli::check_example_flags(a, data, none);
 
   cli::EvalJob job{a, model, options, &data, adapter, max_batches,
                    as_json, cli::choose_backend(a, options)};

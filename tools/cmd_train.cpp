@@ -13,8 +13,9 @@ namespace {
 
 const char* train_help =
     "usage: lvt train --model M --data FILE|--text FILE --out DIR [options] [policies]\n\n"
-    "Trains LoRA adapters on consecutive seq + 1 token windows of the file (shuffled per epoch\n"
-    "unless --shuffle off) and writes DIR/adapter_model.safetensors + DIR/adapter_config.json\n"
+    "Trains LoRA adapters on consecutive seq + 1 token windows of the file, or on packed rows of\n"
+    "training examples (a JSONL file of texts, prompt-completions, conversations), shuffled per\n"
+    "epoch unless --shuffle off, and writes DIR/adapter_model.safetensors + DIR/adapter_config.json\n"
     "(PEFT's format). Prints the backend, the memory plan and a progress line per step.\n\n"
     "  --out DIR               where the adapter is written (required)\n"
     "  --steps N               optimizer steps (default 100)\n"
@@ -50,6 +51,7 @@ int lvt_cmd_train(int argc, char** argv) {
   namespace fs = std::filesystem;
   std::vector<std::string> switches = cli::policy_switches;
   switches.insert(switches.end(), {"--json", "--help"});
+  switches.insert(switches.end(), cli::data_switches.begin(), cli::data_switches.end());
   std::vector<std::string> valued = cli::policy_flags;
   valued.insert(valued.end(), cli::model_data_flags.begin(), cli::model_data_flags.end());
   valued.insert(valued.end(),
@@ -97,8 +99,11 @@ int lvt_cmd_train(int argc, char** argv) {
   const std::int64_t eval_batches =
       a.has("--eval-batches") ? cli::parse_int("--eval-batches", a.get("--eval-batches"), 0, 1ll << 40) : 0;
 
-  cli::Tokens train = cli::open_tokens(a, model, "--data", "--text", true);
-  cli::Tokens eval = cli::open_tokens(a, model, "--eval-data", "--eval-text", false);
+  std::FILE* info = as_json ? stderr : stdout;
+  const fs::path cache_dir = out.parent_path().empty() ? fs::path(".") : out.parent_path();
+  cli::Tokens train = cli::open_tokens(a, model, "--data", "--text", true, options.seq, cache_dir, info);
+  cli::Tokens eval = cli::open_tokens(a, model, "--eval-data", "--eval-text", false, options.seq, cache_dir, info);
+  cli::check_example_flags(a, train, eval);
 
   cli::TrainJob job{a, model, options, f, out, &train, &eval, eval_batches, as_json,
                     cli::choose_backend(a, options)};

@@ -16,10 +16,17 @@ flags=(-std=c++20 -O1 -g -Iinclude -fsanitize=fuzzer,address,undefined
 
 # Seed corpora: config texts, tokenizer files and chat templates from the repo; small valid and
 # broken safetensors built here.
-mkdir -p "$out/corpus/config" "$out/corpus/safetensors" "$out/corpus/tokenizer" "$out/corpus/chat_template"
+mkdir -p "$out/corpus/config" "$out/corpus/safetensors" "$out/corpus/tokenizer" "$out/corpus/chat_template" \
+         "$out/corpus/examples"
 cp tests/fuzz/corpus/config/*.json "$out/corpus/config/"
 cp tests/fuzz/corpus/tokenizer/* "$out/corpus/tokenizer/"
 cp tests/text/templates/*.jinja "$out/corpus/chat_template/"  # the real ones the goldens use
+# Training examples: one file per line of the golden input (every format).
+n=0
+while IFS= read -r line; do
+  n=$((n + 1))
+  printf '%s' "$line" > "$out/corpus/examples/line$n.json"
+done < tests/text/data/examples.jsonl
 st_seed() {  # st_seed NAME HEADER DATA_BYTES
   local hdr=$2 n=${#2}
   { printf "$(printf '\\x%02x' $((n & 255)) $((n >> 8 & 255)) 0 0 0 0 0 0)"; printf '%s' "$hdr";
@@ -31,8 +38,8 @@ st_seed overlap '{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dty
 st_seed empty '{}' 0
 
 status=0
-declare -A libs=([tokenizer]="-lonig -lutf8proc")
-for target in safetensors config tokenizer chat_template; do
+declare -A libs=([tokenizer]="-lonig -lutf8proc" [examples]="-lonig -lutf8proc")
+for target in safetensors config tokenizer chat_template examples; do
   exe="$out/fuzz_$target"
   echo "== building $exe"
   # shellcheck disable=SC2086

@@ -24,7 +24,10 @@ namespace lvt::cli {
 
 // Flags both commands take besides the policy flags.
 inline const std::vector<std::string> model_data_flags = {"--model", "--data", "--text",
-                                                          "--random-weights", "--init-std"};
+                                                          "--random-weights", "--init-std",
+                                                          "--tokenizer", "--chat-template", "--cache"};
+// Switches both commands take for training examples.
+inline const std::vector<std::string> data_switches = {"--train-on-prompt", "--no-truncate", "--skip-mismatched"};
 
 inline const char* model_data_help =
     "  --model M               a Hugging Face folder (config.json + safetensors), or with\n"
@@ -32,9 +35,22 @@ inline const char* model_data_help =
     "  --random-weights SEED   random frozen weights (normal, --init-std, default 0.02; norms 1)\n"
     "                          instead of loading them: for a model without safetensors\n"
     "  --init-std X            standard deviation of --random-weights (default 0.02)\n"
-    "  --data FILE             tokens: llm.c .bin (uint16 or uint32) or .jsonl\n"
+    "  --data FILE             tokens: llm.c .bin (uint16 or uint32) or .jsonl (token arrays, or\n"
+    "                          training examples: {\"text\"}, {\"prompt\", \"completion\"},\n"
+    "                          {\"messages\"}, alpaca {\"instruction\", \"input\", \"output\"};\n"
+    "                          tokenized once, cached, packed into rows of --seq tokens)\n"
     "  --text FILE             instead of --data: the bytes of a text file as tokens 0..255\n"
-    "                          (the model's vocab_size must be >= 256)\n";
+    "                          (the model's vocab_size must be >= 256)\n"
+    "  --tokenizer DIR         tokenizer.json + tokenizer_config.json for training examples\n"
+    "                          (default: the --model folder when it has tokenizer.json)\n"
+    "  --chat-template FILE    for {\"messages\"}: this template (.jinja or a tokenizer_config.json)\n"
+    "  --train-on-prompt       loss on prompts and user turns too (default: completions and\n"
+    "                          assistant turns only)\n"
+    "  --no-truncate           an example longer than --seq is an error (default: cut, counted)\n"
+    "  --skip-mismatched       leave out (and count) an example whose prompt's tokens are not a\n"
+    "                          prefix of the whole example's (default: an error naming its line)\n"
+    "  --cache DIR|off         folder of the token cache FILE.lvt-cache.safetensors (default:\n"
+    "                          train: --out's parent folder; eval: the data file's folder)\n";
 
 // The model's description, from --model (required).
 inline ModelConfig model_of(const Args& a) {
@@ -77,6 +93,7 @@ R make_run(const Args& a, const ModelConfig& m, const PlanOptions& o) {
 // is required when `required`; returns false when neither is given.
 struct Tokens {
   std::unique_ptr<io::TokenDataset> data;
+  std::unique_ptr<io::PackedExamples> packed;  // training examples (JSONL), instead of data
   std::string flag;  // the flag it came from
   std::string name;  // the file the user named (a --text file's tokens live in a temporary file)
 };
@@ -89,8 +106,32 @@ inline std::vector<std::uint32_t> text_bytes(const std::string& flag, const std:
                                     reinterpret_cast<const unsigned char*>(text.data()) + text.size());
 }
 
+// A .jsonl / .json file whose first non-blank line is an object without "input_ids": training
+// examples, not token arrays.
+inline bool is_example_file(const std::string& path) {
+  const std::string ext = std::filesystem::path(path).extension().string();
+  if (ext != ".jsonl" && ext != ".json") return false;
+  std::ifstream f(path, std::ios::binary);
+  for (std::string line; std::getline(f, line);) {
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    const nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+    // A line that is not JSON: the example reader names it with its line number.
+    return j.is_discarded() || (j.is_object() && !j.contains("input_ids"));
+  }
+  return false;
+}
+
+#if LVT_HAVE_TEXT
+// train_data.cpp: tokenized (cached), packed into rows of seq tokens.
+std::unique_ptr<io::PackedExamples> open_examples(const Args& a, const ModelConfig& m, const std::string& flag,
+                                                  const std::filesystem::path& path, int seq,
+                                                  const std::filesystem::path& cache_dir, std::FILE* log);
+#endif
+
+// `seq` and `cache_dir` (the default folder of a token cache) are for training examples.
 inline Tokens open_tokens(const Args& a, const ModelConfig& m, const std::string& data_flag,
-                          const std::string& text_flag, bool required) {
+                          const std::string& text_flag, bool required, int seq = 0,
+                          const std::filesystem::path& cache_dir = {}, std::FILE* log = stdout) {
   Tokens t;
   if (a.has(data_flag) && a.has(text_flag))
     throw Error("give " + data_flag + " or " + text_flag + ", not both");
@@ -100,7 +141,17 @@ inline Tokens open_tokens(const Args& a, const ModelConfig& m, const std::string
     t.name = path;
     if (!std::filesystem::is_regular_file(path))
       throw Error(data_flag + " '" + path + "': no such file");
-    t.data = std::make_unique<io::TokenDataset>(io::TokenDataset::open(path, m.vocab));
+    if (is_example_file(path)) {
+#if LVT_HAVE_TEXT
+      t.packed = open_examples(a, m, data_flag, path, seq, cache_dir.empty() ? std::filesystem::path(path).parent_path() : cache_dir, log);
+#else
+      (void)seq, (void)cache_dir, (void)log;
+      throw Error(data_flag + " " + path + " holds training examples, but this lvt was built without "
+                  "the text libraries (Oniguruma, utf8proc: tools/deps.sh installs them)");
+#endif
+    } else {
+      t.data = std::make_unique<io::TokenDataset>(io::TokenDataset::open(path, m.vocab));
+    }
   } else if (a.has(text_flag)) {
     t.flag = text_flag;
     t.name = a.get(text_flag);
@@ -126,6 +177,30 @@ inline Tokens open_tokens(const Args& a, const ModelConfig& m, const std::string
     throw Error(data_flag + " FILE (or " + text_flag + " FILE) is required");
   }
   return t;
+}
+
+// The training-example flags need a training-example file.
+inline void check_example_flags(const Args& a, const Tokens& train, const Tokens& eval) {
+  if (train.packed || eval.packed) return;
+  for (const char* f : {"--tokenizer", "--chat-template", "--cache", "--train-on-prompt", "--no-truncate",
+                        "--skip-mismatched"})
+    if (a.has(f))
+      throw Error(std::string(f) + " is for a --data JSONL file of training examples ({\"text\"}, "
+                  "{\"prompt\", \"completion\"}, {\"messages\"}, ...)");
+}
+
+// The data line of a packed example file.
+inline std::string packed_line(const Tokens& t) {
+  const io::PackedExamples& p = *t.packed;
+  char s[512];
+  std::snprintf(s, sizeof s,
+                "%s %s: %zu examples, %zu tokens (%zu targets) packed into %llu rows of %d (%.1f%% padding)"
+                ", %zu truncated to --seq (%zu tokens cut)",
+                t.flag.c_str(), t.name.c_str(), p.set().examples(), p.tokens(), p.targets(),
+                static_cast<unsigned long long>(p.rows()), p.seq(),
+                100.0 * double(p.pad_tokens()) / double(p.rows() * std::uint64_t(p.seq())), p.truncated(),
+                p.truncated_tokens());
+  return s;
 }
 
 // Which backend runs the step, and why: `--backend auto` (the default) takes the CUDA backend

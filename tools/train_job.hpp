@@ -63,18 +63,30 @@ int train_job(TrainJob& j) {
     run.resume(dir);
     std::fprintf(info, "resume: %s at step %lld\n", dir.string().c_str(), static_cast<long long>(run.step()));
   }
-  const std::int64_t windows = std::int64_t((train.data->size() - 1) / std::uint64_t(options.seq));
-  std::fprintf(info, "data: %s %s: %zu tokens, %lld windows of %d, %s\n", train.flag.c_str(),
-               train.name.c_str(), train.data->size(), static_cast<long long>(windows),
-               options.seq + 1, f.shuffle ? "shuffled per epoch" : "in order");
-  if (windows < options.batch)
-    throw Error(train.flag + " " + train.name + ": " + std::to_string(windows) +
-                " windows of --seq " + std::to_string(options.seq) + ", fewer than one --batch of " +
-                std::to_string(options.batch));
+  if (train.packed) {
+    std::fprintf(info, "data: %s, %s\n", packed_line(train).c_str(), f.shuffle ? "rows shuffled per epoch" : "rows in order");
+    if (std::int64_t(train.packed->rows()) < options.batch)
+      throw Error(train.flag + " " + train.name + ": " + std::to_string(train.packed->rows()) +
+                  " packed rows of --seq " + std::to_string(options.seq) + ", fewer than one --batch of " +
+                  std::to_string(options.batch));
+  } else {
+    const std::int64_t windows = std::int64_t((train.data->size() - 1) / std::uint64_t(options.seq));
+    std::fprintf(info, "data: %s %s: %zu tokens, %lld windows of %d, %s\n", train.flag.c_str(),
+                 train.name.c_str(), train.data->size(), static_cast<long long>(windows),
+                 options.seq + 1, f.shuffle ? "shuffled per epoch" : "in order");
+    if (windows < options.batch)
+      throw Error(train.flag + " " + train.name + ": " + std::to_string(windows) +
+                  " windows of --seq " + std::to_string(options.seq) + ", fewer than one --batch of " +
+                  std::to_string(options.batch));
+  }
+  if (eval.packed) std::fprintf(info, "eval data: %s\n", packed_line(eval).c_str());
+  auto evaluate = [&] {
+    return eval.packed ? run.evaluate(*eval.packed, eval_batches) : run.evaluate(*eval.data, eval_batches);
+  };
 
   json summary = {{"event", "summary"}, {"backend", run.backend().name()}, {"out", out.string()}};
-  if (eval.data) {
-    const double before = run.evaluate(*eval.data, eval_batches);
+  if (eval.data || eval.packed) {
+    const double before = evaluate();
     summary["eval_loss_before"] = before;
     std::fprintf(info, "eval before: loss %.4f (%s)\n", before, eval.name.c_str());
   }
@@ -91,9 +103,9 @@ int train_job(TrainJob& j) {
     }
     std::fflush(stdout);
   };
-  const FitResult r = run.fit(*train.data, f);
-  if (eval.data) {
-    const double after = run.evaluate(*eval.data, eval_batches);
+  const FitResult r = train.packed ? run.fit(*train.packed, f) : run.fit(*train.data, f);
+  if (eval.data || eval.packed) {
+    const double after = evaluate();
     summary["eval_loss_after"] = after;
     std::fprintf(info, "eval after: loss %.4f (before %.4f)\n", after, summary["eval_loss_before"].get<double>());
   }
@@ -119,6 +131,11 @@ int train_job(TrainJob& j) {
     summary["arena_bytes"] = run.backend().plan().summary.arena_bytes;
     summary["pinned_bytes"] = run.backend().plan().summary.pinned_bytes;
     summary["files"] = files;
+    if (train.packed) {
+      summary["examples"] = train.packed->set().examples();
+      summary["rows"] = train.packed->rows();
+      summary["truncated"] = train.packed->truncated();
+    }
     if (!f.checkpoint_dir.empty()) summary["checkpoint"] = f.checkpoint_dir.string();
     std::printf("%s\n", summary.dump().c_str());
   }
@@ -157,23 +174,39 @@ int eval_job(EvalJob& j) {
                  adapter.config.r, adapter.config.alpha, adapter.pairs.size());
   }
 
-  // The windows evaluate() reads, to count the targets that enter the loss (a JSONL loss mask
-  // leaves some out).
-  io::WindowLoader loader(*data.data, options.seq, io::Split::train, 0.0, false, 0);
-  const std::int64_t all = std::int64_t(loader.windows()) / options.batch;
-  if (all == 0)
-    throw Error(data.flag + " " + data.name + ": " + std::to_string(loader.windows()) +
-                " windows of --seq " + std::to_string(options.seq) + ", fewer than one --batch of " +
-                std::to_string(options.batch));
-  const std::int64_t batches = max_batches > 0 && max_batches < all ? max_batches : all;
-  std::int64_t tokens = 0;
-  std::vector<std::int32_t> in(std::size_t(options.seq)), tgt(in.size());
-  for (std::int64_t w = 0; w < batches * options.batch; ++w) {
-    loader.next(in.data(), tgt.data());
-    for (std::int32_t t : tgt) tokens += t != io::target_ignore;
+  // The windows (or packed rows) evaluate() reads, to count the targets that enter the loss (a
+  // loss mask leaves some out).
+  std::int64_t tokens = 0, batches = 0;
+  std::vector<std::int32_t> in(std::size_t(options.seq)), tgt(in.size()), pos(in.size());
+  double loss = 0;
+  if (data.packed) {
+    std::fprintf(info, "data: %s\n", packed_line(data).c_str());
+    const std::int64_t all = std::int64_t(data.packed->rows()) / options.batch;
+    if (all == 0)
+      throw Error(data.flag + " " + data.name + ": " + std::to_string(data.packed->rows()) +
+                  " packed rows of --seq " + std::to_string(options.seq) + ", fewer than one --batch of " +
+                  std::to_string(options.batch));
+    batches = max_batches > 0 && max_batches < all ? max_batches : all;
+    io::PackedLoader loader(*data.packed, false, 0);
+    for (std::int64_t w = 0; w < batches * options.batch; ++w) {
+      loader.next(in.data(), tgt.data(), pos.data());
+      for (std::int32_t t : tgt) tokens += t != io::target_ignore;
+    }
+    loss = run.evaluate(*data.packed, batches);
+  } else {
+    io::WindowLoader loader(*data.data, options.seq, io::Split::train, 0.0, false, 0);
+    const std::int64_t all = std::int64_t(loader.windows()) / options.batch;
+    if (all == 0)
+      throw Error(data.flag + " " + data.name + ": " + std::to_string(loader.windows()) +
+                  " windows of --seq " + std::to_string(options.seq) + ", fewer than one --batch of " +
+                  std::to_string(options.batch));
+    batches = max_batches > 0 && max_batches < all ? max_batches : all;
+    for (std::int64_t w = 0; w < batches * options.batch; ++w) {
+      loader.next(in.data(), tgt.data());
+      for (std::int32_t t : tgt) tokens += t != io::target_ignore;
+    }
+    loss = run.evaluate(*data.data, batches);
   }
-
-  const double loss = run.evaluate(*data.data, batches);
   if (as_json) {
     nlohmann::json j = {{"loss", loss},
                         {"perplexity", std::exp(loss)},

@@ -17,6 +17,7 @@
 #include "lvt/backend/host.hpp"
 #include "lvt/io/bnb4bit.hpp"
 #include "lvt/io/checkpoint.hpp"
+#include "lvt/io/examples.hpp"
 #include "lvt/io/hf_model.hpp"
 #include "lvt/io/peft.hpp"
 #include "lvt/io/tokens.hpp"
@@ -187,6 +188,7 @@ class BasicRun {
     step_ = 0;
     pos_ = {};
     loader_.reset();
+    packed_.reset();
     b_->sync_lora_from_device();
     std::fill(b_->adam_m().begin(), b_->adam_m().end(), 0.0f);
     std::fill(b_->adam_v().begin(), b_->adam_v().end(), 0.0f);
@@ -272,6 +274,30 @@ class BasicRun {
     return count ? sum / double(count) : 0.0;
   }
 
+  // Mean token loss over packed rows (io/examples.hpp) in order from the first (all, or
+  // `max_batches`): each row's examples attend only to themselves and restart their positions.
+  double evaluate(const io::PackedExamples& data, std::int64_t max_batches = 0) {
+    const PlanOptions& o = b_->options();
+    check_packed(data);
+    io::PackedLoader loader(data, false, 0);
+    const std::int64_t batches = std::int64_t(loader.rows()) / o.batch;
+    if (batches == 0)
+      throw Error(data.source() + ": " + std::to_string(loader.rows()) +
+                  " packed rows, fewer than one batch of " + std::to_string(o.batch));
+    const std::int64_t n = max_batches > 0 && max_batches < batches ? max_batches : batches;
+    std::vector<std::int32_t> tok(std::size_t(o.batch * o.seq)), tgt(tok.size()), pos(tok.size());
+    double sum = 0;
+    std::int64_t count = 0;
+    for (std::int64_t i = 0; i < n; ++i) {
+      for (int b = 0; b < o.batch; ++b)
+        loader.next(tok.data() + b * o.seq, tgt.data() + b * o.seq, pos.data() + b * o.seq);
+      const backend::StepStats s = evaluate_with(tok.data(), tgt.data(), pos.data());
+      sum += s.loss_sum;
+      count += s.tokens;
+    }
+    return count ? sum / double(count) : 0.0;
+  }
+
   FitResult fit(const io::TokenDataset& data, const FitOptions& f) {
     const PlanOptions& o = b_->options();
     if (f.grad_accum < 1) throw Error("--grad-accum must be >= 1");
@@ -282,6 +308,67 @@ class BasicRun {
       loader_shuffle_ = f.shuffle;
       loader_data_ = &data;
     }
+    return fit_loop(f, nullptr, [&](std::int32_t* tok, std::int32_t* tgt, std::int32_t*) {
+      for (int b = 0; b < o.batch; ++b) loader_->next(tok + b * o.seq, tgt + b * o.seq);
+      return std::int64_t(o.batch) * o.seq;
+    }, [&] { return loader_->position(); });
+  }
+
+  // Packed examples: rows shuffled per epoch with f.seed (or in order), positions per example;
+  // FitResult::tokens counts example tokens, not padding. The data position is the row loader's,
+  // saved and resumed by checkpoints as the window loader's is.
+  FitResult fit(const io::PackedExamples& data, const FitOptions& f) {
+    const PlanOptions& o = b_->options();
+    if (f.grad_accum < 1) throw Error("--grad-accum must be >= 1");
+    check_packed(data);
+    if (!packed_ || loader_seed_ != f.seed || loader_shuffle_ != f.shuffle || packed_data_ != &data) {
+      packed_ = std::make_unique<io::PackedLoader>(data, f.shuffle, f.seed);
+      packed_->seek(pos_);
+      loader_seed_ = f.seed;
+      loader_shuffle_ = f.shuffle;
+      packed_data_ = &data;
+    }
+    std::vector<std::int32_t> pos(std::size_t(o.batch * o.seq));
+    return fit_loop(f, pos.data(), [&](std::int32_t* tok, std::int32_t* tgt, std::int32_t* p) {
+      std::int64_t real = 0;
+      for (int b = 0; b < o.batch; ++b)
+        real += std::int64_t(packed_->next(tok + b * o.seq, tgt + b * o.seq, p + b * o.seq));
+      return real;
+    }, [&] { return packed_->position(); });
+  }
+
+ private:
+  void check_packed(const io::PackedExamples& data) const {
+    if (data.seq() != b_->options().seq)
+      throw Error(data.source() + ": packed into rows of " + std::to_string(data.seq()) +
+                  " tokens but the run's seq is " + std::to_string(b_->options().seq));
+  }
+
+  // The backend takes per-token positions (packed rows).
+  static constexpr bool takes_positions = requires(Backend& b, const std::int32_t* p,
+                                                   const backend::OptimizerSettings* os) {
+    b.step(p, p, p, os, 1.0, std::uint64_t(0), std::uint64_t(0));
+    b.evaluate(p, p, p);
+  };
+
+  backend::StepStats step_with(const std::int32_t* tok, const std::int32_t* tgt, const std::int32_t* positions,
+                               const backend::OptimizerSettings* os, double scale, std::uint64_t seed,
+                               std::uint64_t index) {
+    if (!positions) return b_->step(tok, tgt, os, scale, seed, index);
+    if constexpr (takes_positions) return b_->step(tok, tgt, positions, os, scale, seed, index);
+    throw Error(std::string("the ") + b_->name() + " backend does not take packed rows (positions) yet");
+  }
+  backend::StepStats evaluate_with(const std::int32_t* tok, const std::int32_t* tgt, const std::int32_t* positions) {
+    if constexpr (takes_positions) return b_->evaluate(tok, tgt, positions);
+    throw Error(std::string("the ") + b_->name() + " backend does not take packed rows (positions) yet");
+  }
+
+  // The optimizer loop over micro-batches that `fill` makes (tokens, targets, and positions when
+  // `positions` is not null); `fill` returns the tokens the batch counts for tokens/s, `where`
+  // the loader's position after it.
+  template <class Fill, class Where>
+  FitResult fit_loop(const FitOptions& f, std::int32_t* positions, Fill&& fill, Where&& where) {
+    const PlanOptions& o = b_->options();
     FitResult res;
     std::vector<std::int32_t> tok(std::size_t(o.batch * o.seq)), tgt(tok.size());
     const auto t0 = std::chrono::steady_clock::now();
@@ -296,11 +383,11 @@ class BasicRun {
       std::int64_t counted = 0;
       backend::StepStats last;
       for (int m = 0; m < f.grad_accum; ++m) {
-        for (int b = 0; b < o.batch; ++b) loader_->next(tok.data() + b * o.seq, tgt.data() + b * o.seq);
+        const std::int64_t batch_tokens = fill(tok.data(), tgt.data(), positions);
         const bool update = m + 1 == f.grad_accum;
         try {
-          last = b_->step(tok.data(), tgt.data(), update ? &os : nullptr, 1.0 / f.grad_accum, f.seed,
-                         std::uint64_t(s * f.grad_accum + m));
+          last = step_with(tok.data(), tgt.data(), positions, update ? &os : nullptr, 1.0 / f.grad_accum,
+                           f.seed, std::uint64_t(s * f.grad_accum + m));
         } catch (const Error& e) {
           throw Error(std::string(e.what()) + " (optimizer step " + std::to_string(s + 1) + "; " +
                       (last_checkpoint_.empty() ? std::string("no checkpoint written yet")
@@ -309,10 +396,10 @@ class BasicRun {
         }
         loss_sum += last.loss_sum;
         counted += last.tokens;
-        res.tokens += std::int64_t(o.batch) * o.seq;
+        res.tokens += batch_tokens;
       }
       step_ = s + 1;
-      pos_ = loader_->position();
+      pos_ = where();
       const double loss = counted ? loss_sum / double(counted) : 0.0;
       res.losses.push_back(loss);
       const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -336,6 +423,8 @@ class BasicRun {
       save_checkpoint(f.checkpoint_dir, f.seed);
     return res;
   }
+
+ public:
 
   // Adapter, AdamW moments, step, data position and seed, written atomically.
   void save_checkpoint(const std::filesystem::path& dir, std::uint64_t seed) {
@@ -383,6 +472,7 @@ class BasicRun {
     step_ = std::int64_t(c.step);
     pos_ = c.data;
     loader_.reset();
+    packed_.reset();
     last_checkpoint_ = dir.string();
   }
 
@@ -392,9 +482,11 @@ class BasicRun {
   std::int64_t step_ = 0;
   io::DataPosition pos_{};
   std::unique_ptr<io::WindowLoader> loader_;
+  std::unique_ptr<io::PackedLoader> packed_;
   std::uint64_t loader_seed_ = 0;
   bool loader_shuffle_ = false;
   const io::TokenDataset* loader_data_ = nullptr;
+  const io::PackedExamples* packed_data_ = nullptr;
   std::string last_checkpoint_;
   int bit_exact_weights_ = 0;
 

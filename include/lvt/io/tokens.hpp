@@ -224,6 +224,24 @@ struct DataPosition {
 
 enum class Split : std::uint8_t { train, validation };
 
+// The order of `count` items in `epoch` under `seed`: Fisher-Yates with an unbiased bounded draw
+// from mt19937_64, so the same order on every platform (std::shuffle's algorithm is
+// implementation-defined). WindowLoader and PackedLoader (io/examples.hpp) both use it.
+inline void shuffled_order(std::vector<std::uint64_t>& order, std::uint64_t count,
+                           std::uint64_t seed, std::uint64_t epoch) {
+  order.resize(count);
+  for (std::uint64_t i = 0; i < count; ++i) order[i] = i;
+  if (count < 2) return;
+  std::mt19937_64 rng(seed ^ (0x9e3779b97f4a7c15ull * (epoch + 1)));
+  for (std::uint64_t i = count - 1; i > 0; --i) {
+    const std::uint64_t bound = i + 1;
+    const std::uint64_t limit = UINT64_MAX - UINT64_MAX % bound;
+    std::uint64_t r;
+    do r = rng(); while (r >= limit);
+    std::swap(order[i], order[r % bound]);
+  }
+}
+
 // Serves windows of one split, sequential or shuffled per epoch with a seed.
 class WindowLoader {
  public:
@@ -283,20 +301,8 @@ class WindowLoader {
   }
 
  private:
-  // Fisher-Yates with an unbiased bounded draw from mt19937_64: the same order on every
-  // platform (std::shuffle's algorithm is implementation-defined).
   void make_order() {
-    if (!shuffle_) return;
-    order_.resize(count_);
-    for (std::uint64_t i = 0; i < count_; ++i) order_[i] = i;
-    std::mt19937_64 rng(seed_ ^ (0x9e3779b97f4a7c15ull * (pos_.epoch + 1)));
-    for (std::uint64_t i = count_ - 1; i > 0; --i) {
-      const std::uint64_t bound = i + 1;
-      const std::uint64_t limit = UINT64_MAX - UINT64_MAX % bound;
-      std::uint64_t r;
-      do r = rng(); while (r >= limit);
-      std::swap(order_[i], order_[r % bound]);
-    }
+    if (shuffle_) shuffled_order(order_, count_, seed_, pos_.epoch);
   }
 
   const TokenDataset* data_;
