@@ -1,4 +1,4 @@
-// `lvt`: plan, quantize, train, eval, merge. Each subcommand is its own file (cmd_*.cpp).
+// `lvt`: plan, quantize, train, eval, merge, generate. Each subcommand is its own file (cmd_*.cpp).
 #include <cstdio>
 #include <cstring>
 #include <exception>
@@ -10,6 +10,7 @@ int lvt_cmd_quantize(int argc, char** argv);
 int lvt_cmd_train(int argc, char** argv);
 int lvt_cmd_eval(int argc, char** argv);
 int lvt_cmd_merge(int argc, char** argv);
+int lvt_cmd_generate(int argc, char** argv);
 
 namespace {
 struct Cmd {
@@ -32,6 +33,9 @@ constexpr Cmd cmds[] = {
 #endif
 #ifdef LVT_HAVE_CMD_MERGE
     {"merge", lvt_cmd_merge, "merge a PEFT adapter into its base model (bf16 folder)"},
+#endif
+#ifdef LVT_HAVE_CMD_GENERATE
+    {"generate", lvt_cmd_generate, "generate text with a KV cache (host backend), streamed to stdout"},
 #endif
 };
 
