@@ -235,8 +235,8 @@ class HostBackend {
       if (c0 + r < n) continue;
       const float* last = x + (r - 1) * H;
       ops::rmsnorm::forward(p(gw.xf), p(gw.rstd), last, final_norm(), 1, H, store_.norm_eps);
-      ops::matmul::forward(p(gw.logits), store_.vocab, p(gw.xf), H, lm_head(), H,
-                           static_cast<const float*>(nullptr), 1, store_.vocab, H, 1.0f, false);
+      ops::matmul::matvec(p(gw.logits), p(gw.xf), lm_head(), H, static_cast<const float*>(nullptr),
+                          i64(store_.vocab), H);
     }
     return p(gw.logits);
   }
@@ -321,6 +321,14 @@ class HostBackend {
     float* k_cache;  // [context, kv_heads, head_dim] of this layer and sequence
     float* v_cache;
     i64 pos;
+    // One row (a decode step): a matrix-vector product, W read once without packing.
+    void linear_forward(int p, float* y, const float* x, i64 rows) {
+      if (rows != 1) return LayerOps::linear_forward(p, y, x, rows);
+      const plan::LinearLayout& L = wl->linear[p];
+      ops::matmul::matvec(y, x, weight(p), L.in, p < 3 ? bias[p] : nullptr, L.out, L.in);
+      if (lora[p].active())
+        ops::linear::detail::lora_forward(y, lora_scratch, x, lora[p], 1, L.in, L.out);
+    }
     void attention_forward(float* out, float*, float* row, const float* q, const float* k,
                            const float* v, i64, i64 t, i64 h, i64 kv, i64 hd) {
       std::copy_n(k, t * kv * hd, k_cache + pos * kv * hd);
