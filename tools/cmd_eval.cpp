@@ -22,27 +22,6 @@ const char* eval_help =
     "  --quant ...             evaluate with the base weights quantized as in training\n"
     "  --backend auto|host|cuda  where it runs (default auto: the GPU when usable)\n";
 
-// The LoRA flags of `o` set from an adapter's config, so the plan holds its shapes.
-void lora_from_adapter(lvt::PlanOptions& o, const lvt::io::LoraConfig& c, int layers,
-                       const std::string& source) {
-  o.lora_rank = c.r;
-  o.lora_alpha = c.alpha;
-  o.rslora = c.rslora;
-  o.lora_targets = c.targets;
-  o.sparse_first = o.sparse_last = -1;
-  if (c.layers.empty()) return;
-  // layers_to_transform must be the first F and the last L layers (--sparse F,L).
-  int first = 0;
-  while (first < int(c.layers.size()) && c.layers[std::size_t(first)] == first) ++first;
-  const int last = int(c.layers.size()) - first;
-  for (int i = 0; i < last; ++i)
-    if (c.layers[std::size_t(first + i)] != layers - last + i)
-      throw lvt::Error(source + ": field 'layers_to_transform' is not the first F and last L layers "
-                                "of the model's " + std::to_string(layers) + " (what --sparse F,L trains)");
-  o.sparse_first = first;
-  o.sparse_last = last;
-}
-
 }  // namespace
 
 int lvt_cmd_eval(int argc, char** argv) {
@@ -72,7 +51,7 @@ int lvt_cmd_eval(int argc, char** argv) {
         throw Error(std::string(f) + " comes from the adapter's adapter_config.json with --adapter");
     const std::string dir = a.get("--adapter");
     adapter = io::load_lora_adapter(dir, &model);
-    lora_from_adapter(options, adapter.config, model.layers,
+    cli::lora_from_adapter(options, adapter.config, model.layers,
                       (std::filesystem::path(dir) / "adapter_config.json").string());
   }
   options.lora_dropout = 0;  // evaluation: no dropout

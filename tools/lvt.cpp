@@ -1,4 +1,5 @@
-// `lvt`: plan, quantize, train, eval, merge, tokenize. Each subcommand is its own file (cmd_*.cpp).
+// `lvt`: plan, quantize, train, eval, merge, tokenize, generate. Each subcommand is its own file
+// (cmd_*.cpp).
 #include <cstdio>
 #include <cstring>
 #include <exception>
@@ -11,6 +12,7 @@ int lvt_cmd_train(int argc, char** argv);
 int lvt_cmd_eval(int argc, char** argv);
 int lvt_cmd_merge(int argc, char** argv);
 int lvt_cmd_tokenize(int argc, char** argv);
+int lvt_cmd_generate(int argc, char** argv);
 
 namespace {
 struct Cmd {
@@ -36,6 +38,9 @@ constexpr Cmd cmds[] = {
 #endif
 #ifdef LVT_HAVE_CMD_TOKENIZE
     {"tokenize", lvt_cmd_tokenize, "encode / decode JSON lines with a tokenizer folder, render chats"},
+#endif
+#ifdef LVT_HAVE_CMD_GENERATE
+    {"generate", lvt_cmd_generate, "generate text with a KV cache (host backend), streamed to stdout"},
 #endif
 };
 

@@ -159,7 +159,7 @@ inline const std::vector<std::string> policy_switches = {
 inline const std::vector<std::string> policy_flags = {
     "--budget", "--sm", "--quant", "--block", "--offload", "--slots", "--checkpoint-every",
     "--sparse", "--lora-r", "--lora-alpha", "--targets", "--precision", "--batch", "--seq",
-    "--lora-dropout"};
+    "--lora-dropout", "--generate-context"};
 
 inline const char* policy_help =
     "  --budget SIZE|GPU       device memory: 8GiB, 7.5G, 8192MiB, or a GPU name (rtx4060, ...)\n"
@@ -176,7 +176,8 @@ inline const char* policy_help =
     "  --targets LIST          q_proj,k_proj,...,down_proj | all | attention | mlp\n"
     "  --precision bf16|fp16   compute precision (fp16 for sm_75)\n"
     "  --batch B --seq T       micro-batch shape (default 1 x 512)\n"
-    "  --offload-optimizer     AdamW states in pinned memory, step on the host\n";
+    "  --offload-optimizer     AdamW states in pinned memory, step on the host\n"
+    "  --generate-context N    plan a KV cache of N tokens per sequence (generation; default 0)\n";
 
 inline PlanOptions plan_options(const Args& a) {
   PlanOptions o;
@@ -227,6 +228,8 @@ inline PlanOptions plan_options(const Args& a) {
   if (a.has("--batch")) o.batch = int(parse_int("--batch", a.get("--batch"), 1, 1 << 20));
   if (a.has("--seq")) o.seq = int(parse_int("--seq", a.get("--seq"), 1, 1 << 24));
   if (a.has("--offload-optimizer")) o.offload_optimizer = true;
+  if (a.has("--generate-context"))
+    o.generate_context = int(parse_int("--generate-context", a.get("--generate-context"), 0, 1 << 24));
   return o;
 }
 

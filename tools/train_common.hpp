@@ -257,6 +257,28 @@ inline BackendChoice choose_backend(const Args& a, const PlanOptions& o) {
 #endif
 }
 
+// The LoRA flags of `o` set from an adapter's config, so the plan holds its shapes (`lvt eval`,
+// `lvt generate`).
+inline void lora_from_adapter(PlanOptions& o, const io::LoraConfig& c, int layers,
+                              const std::string& source) {
+  o.lora_rank = c.r;
+  o.lora_alpha = c.alpha;
+  o.rslora = c.rslora;
+  o.lora_targets = c.targets;
+  o.sparse_first = o.sparse_last = -1;
+  if (c.layers.empty()) return;
+  // layers_to_transform must be the first F and the last L layers (--sparse F,L).
+  int first = 0;
+  while (first < int(c.layers.size()) && c.layers[std::size_t(first)] == first) ++first;
+  const int last = int(c.layers.size()) - first;
+  for (int i = 0; i < last; ++i)
+    if (c.layers[std::size_t(first + i)] != layers - last + i)
+      throw Error(source + ": field 'layers_to_transform' is not the first F and last L "
+                  "layers of the model's " + std::to_string(layers) + " (what --sparse F,L trains)");
+  o.sparse_first = first;
+  o.sparse_last = last;
+}
+
 inline std::string model_line(const Args& a, const ModelConfig& m) {
   char s[512];
   std::snprintf(s, sizeof s, "model: %s: %d layers, hidden %d, %d heads (%d kv), ffn %d, vocab %d%s",

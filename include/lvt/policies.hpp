@@ -65,6 +65,7 @@ struct PlanOptions {
   std::int64_t budget_bytes = 0;     // device memory of the target GPU; 0: no budget
   int sm = 0;                        // compute capability x10 of the target; 0: unknown
   int loss_chunk_tokens = 0;         // tokens per lm-head chunk; 0: planner picks
+  int generate_context = 0;          // KV cache tokens per sequence (prompt + new); 0: none
 
   constexpr bool operator==(const PlanOptions&) const = default;
 };
@@ -118,6 +119,15 @@ struct OffloadPolicy<Pinned, Slots, Checkpoints> {
 // Checkpoints parked in pinned host memory without streaming the weights.
 struct OffloadCheckpoints {
   static constexpr void apply(PlanOptions& o) { o.offload_checkpoints = true; }
+};
+
+// ---- generation ---------------------------------------------------------------------------
+// A KV cache of Context tokens per sequence (prompt + generated) and the decode scratch, planned
+// beside the step's buffers (run.hpp's generate, `lvt generate`).
+template <int Context>
+struct Generate {
+  static_assert(Context > 0, "Generate<Context>: the KV cache needs at least one token");
+  static constexpr void apply(PlanOptions& o) { o.generate_context = Context; }
 };
 
 // ---- activations ----------------------------------------------------------------------------

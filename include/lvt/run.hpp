@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "lvt/backend/host.hpp"
+#include "lvt/generate.hpp"
 #include "lvt/io/bnb4bit.hpp"
 #include "lvt/io/checkpoint.hpp"
 #include "lvt/io/examples.hpp"
@@ -425,6 +426,18 @@ class BasicRun {
   }
 
  public:
+  // New tokens after `prompt` (sequence `seq` of the batch), with the run's weights and adapter
+  // (no dropout), on the plan's KV cache: the options must set generate_context (prompt + new
+  // tokens). The host backend has the decode path; the CUDA backend has none yet.
+  GenerateResult generate(std::span<const std::int32_t> prompt, const GenerateOptions& g,
+                          int seq = 0) {
+    if constexpr (requires(Backend& b, const std::int32_t* t) { b.decode(0, t, 1, 0); }) {
+      return lvt::generate(*b_, prompt, g, seq);
+    } else {
+      throw Error(std::string("generate: the ") + Backend::name() +
+                  " backend has no decode path yet; generate on the host backend (lvt::Run)");
+    }
+  }
 
   // Adapter, AdamW moments, step, data position and seed, written atomically.
   void save_checkpoint(const std::filesystem::path& dir, std::uint64_t seed) {

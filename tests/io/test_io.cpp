@@ -213,6 +213,22 @@ std::string error_of(const std::string& base, const std::string& patch) {
 
 }  // namespace
 
+TEST_CASE("transformers 5's rope_parameters (rope_theta and scaling in one object)") {
+  nlohmann::json j = nlohmann::json::parse(llama32_1b_json);
+  nlohmann::json rp = j["rope_scaling"];
+  rp["rope_theta"] = j["rope_theta"];
+  j.erase("rope_scaling");
+  j.erase("rope_theta");
+  j["rope_parameters"] = rp;
+  CHECK(parse(j.dump()) == presets::llama_3_2_1b);
+  j["rope_parameters"] = {{"rope_type", "default"}, {"rope_theta", 1234.0}};
+  const ModelConfig d = parse(j.dump());
+  CHECK(d.rope_theta == 1234.0);
+  CHECK(d.rope_scaling == RopeScaling::none);
+  j["rope_parameters"]["rope_type"] = "yarn";
+  CHECK_THROWS_WITH(parse(j.dump()), doctest::Contains("rope_parameters.rope_type"));
+}
+
 TEST_CASE("config.json of published checkpoints equals the presets") {
   CHECK(parse(tinyllama_json) == presets::tinyllama_1_1b);
   CHECK(parse(llama32_1b_json) == presets::llama_3_2_1b);

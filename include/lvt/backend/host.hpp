@@ -23,6 +23,7 @@
 #include "lvt/ops/adamw.hpp"
 #include "lvt/ops/attention.hpp"
 #include "lvt/ops/cross_entropy.hpp"
+#include "lvt/ops/decode_attention.hpp"
 #include "lvt/ops/embedding.hpp"
 #include "lvt/ops/grad_clip.hpp"
 #include "lvt/ops/linear.hpp"
@@ -184,6 +185,74 @@ class HostBackend {
   StepStats evaluate(const std::int32_t* tokens, const std::int32_t* targets) {
     return evaluate(tokens, targets, nullptr);
   }
+  // The step program's forward (embed, fetches, every layer, final norm) and the fp32 logits of
+  // every token, [batch * seq, vocab]: the full-sequence reference generation is checked against.
+  std::vector<float> forward_logits(const std::int32_t* tokens, const std::int32_t* positions = nullptr) {
+    std::vector<float> logits(std::size_t(plan::tokens(opt_) * store_.vocab));
+    logits_sink_ = logits.data();
+    try {
+      run(tokens, tokens, positions, false, nullptr, 1.0, 0, 0);
+    } catch (...) {
+      logits_sink_ = nullptr;
+      throw;
+    }
+    logits_sink_ = nullptr;
+    return logits;
+  }
+
+  // ---- generation (a plan with generate_context > 0) ----
+  // Tokens [0, n) of sequence `seq` (< batch) at positions pos .. pos + n - 1 run through every
+  // layer (prefill in chunks of plan::generate_rows, decode one at a time) with the same block
+  // code, weights, LoRA (no dropout) and RoPE as the step; their keys and values go into the KV
+  // cache, attention reads the cache. Returns the fp32 logits [vocab] of the last token, in the
+  // planned decode scratch (valid until the next call).
+  i64 generate_context() const { return opt_.generate_context; }
+  const float* decode(int seq, const std::int32_t* tokens, i64 n, i64 pos) {
+    if (idx_.b_kv < 0)
+      throw Error("generation needs a plan with a KV cache: set PlanOptions::generate_context "
+                  "(lvt::Generate<Context>, lvt plan --generate-context N)");
+    if (seq < 0 || seq >= opt_.batch)
+      throw Error("decode: sequence " + std::to_string(seq) + " is outside the planned batch of " +
+                  std::to_string(opt_.batch));
+    if (n <= 0 || pos < 0 || pos + n > opt_.generate_context)
+      throw Error("decode: positions " + std::to_string(pos) + ".." + std::to_string(pos + n - 1) +
+                  " do not fit the KV cache of generate_context " +
+                  std::to_string(opt_.generate_context) + " tokens");
+    check_tokens(tokens, n, store_.vocab);
+    const plan::GenerateWork gw = plan::generate_work(store_, opt_);
+    std::byte* ws = bytes(idx_.b_gen);
+    auto p = [&](plan::Span x) { return reinterpret_cast<float*>(ws + x.offset); };
+    const i64 H = store_.hidden, half = store_.rotary_dim() / 2, rows = plan::generate_rows(opt_);
+    if (!decode_tables_ready_) {  // every position of the context, once
+      std::vector<float> inv(static_cast<std::size_t>(half));
+      ops::rope::inv_freq(inv.data(), store_);
+      ops::rope::tables(p(gw.cos), p(gw.sin), inv.data(), opt_.generate_context, int(half));
+      decode_tables_ready_ = true;
+    }
+    const auto s = PlanIndex::saved<float, float>(ws + gw.saved_base, gw.saved);
+    for (i64 c0 = 0; c0 < n; c0 += rows) {
+      const i64 r = std::min(rows, n - c0), at = pos + c0;
+      float* x = p(gw.x);
+      float* y = p(gw.y);
+      ops::embedding::forward(x, tokens + c0, embed_table(), r, store_.vocab, H);
+      model::BlockDims d = idx_.dims();
+      d.batch = 1;
+      d.seq = r;
+      const model::BlockForwardWork<float, float> w{p(gw.act), p(gw.attn_row),
+                                                     p(gw.cos) + at * half, p(gw.sin) + at * half};
+      for (int l = 0; l < store_.layers; ++l) {
+        DecodeOps ops_ = decode_ops(l, gw, ws, seq, at);
+        model::block_forward(ops_, d, s, w, x, y);
+        std::swap(x, y);
+      }
+      if (c0 + r < n) continue;
+      const float* last = x + (r - 1) * H;
+      ops::rmsnorm::forward(p(gw.xf), p(gw.rstd), last, final_norm(), 1, H, store_.norm_eps);
+      ops::matmul::matvec(p(gw.logits), p(gw.xf), lm_head(), H, static_cast<const float*>(nullptr),
+                          i64(store_.vocab), H);
+    }
+    return p(gw.logits);
+  }
 
  private:
   ModelConfig model_, store_;
@@ -191,6 +260,8 @@ class HostBackend {
   bool poison_;
   PlanIndex idx_;
   std::vector<float> arena_, pinned_;
+  float* logits_sink_ = nullptr;     // forward_logits: where the loss action writes logits
+  bool decode_tables_ready_ = false;  // the decode scratch's RoPE tables are computed
 
   std::byte* bytes(int b) {
     const plan::Buffer& x = idx_.buffer(b);
@@ -257,6 +328,47 @@ class HostBackend {
     return ops_;
   }
 
+  // A layer's Ops for generation: the step's, with attention over the KV cache. block_forward
+  // calls attention_forward with this chunk's k and v (after RoPE): they are appended to the
+  // cache at `pos`, and the chunk's queries attend to every cached position up to their own.
+  struct DecodeOps : LayerOps {
+    float* k_cache;  // [context, kv_heads, head_dim] of this layer and sequence
+    float* v_cache;
+    i64 pos;
+    // One row (a decode step): a matrix-vector product, W read once without packing.
+    void linear_forward(int p, float* y, const float* x, i64 rows) {
+      if (rows != 1) return LayerOps::linear_forward(p, y, x, rows);
+      const plan::LinearLayout& L = wl->linear[p];
+      ops::matmul::matvec(y, x, weight(p), L.in, p < 3 ? bias[p] : nullptr, L.out, L.in);
+      if (lora[p].active())
+        ops::linear::detail::lora_forward(y, lora_scratch, x, lora[p], 1, L.in, L.out);
+    }
+    void attention_forward(float* out, float*, float* row, const float* q, const float* k,
+                           const float* v, i64, i64 t, i64 h, i64 kv, i64 hd) {
+      std::copy_n(k, t * kv * hd, k_cache + pos * kv * hd);
+      std::copy_n(v, t * kv * hd, v_cache + pos * kv * hd);
+      ops::decode_attention::forward(out, row, q, k_cache, v_cache, t, pos, h, kv, hd);
+    }
+  };
+
+  DecodeOps decode_ops(int l, const plan::GenerateWork& gw, std::byte* ws, int seq, i64 pos) {
+    DecodeOps ops_;
+    ops_.wl = &idx_.wl;
+    ops_.o = &opt_;
+    ops_.w = bytes(idx_.b_weights[std::size_t(l)]);  // resident, or the pinned copy (host memory)
+    ops_.w_scratch = reinterpret_cast<float*>(ws + gw.weight.offset);
+    ops_.lora_scratch = reinterpret_cast<float*>(ws + gw.lora.offset);
+    idx_.bind_biases(ops_.w, ops_.bias);
+    if (idx_.roles.trainable(opt_, l))
+      idx_.bind_lora(l, f(idx_.b_lora), f(idx_.b_grad), 0, 0, false, ops_.lora, ops_.grads);
+    const i64 kvd = store_.kv_dim(), ctx = opt_.generate_context;
+    float* layer = f(idx_.b_kv) + plan::kv_cache_layer_bytes(store_, opt_) / 4 * l;
+    ops_.k_cache = layer + i64(seq) * ctx * kvd;
+    ops_.v_cache = layer + i64(opt_.batch) * ctx * kvd + i64(seq) * ctx * kvd;
+    ops_.pos = pos;
+    return ops_;
+  }
+
   void rope_tables(float* cos, float* sin) {
     const int half = store_.rotary_dim() / 2;
     std::vector<float> inv(static_cast<std::size_t>(half));
@@ -317,6 +429,17 @@ class HostBackend {
     return st;
   }
 
+  void logits_action(int a) {
+    const plan::LossWork lw = plan::loss_work(store_, opt_);
+    std::byte* ws = bytes(idx_.need(a, plan::Kind::workspace));
+    auto p = [&](plan::Span x) { return reinterpret_cast<float*>(ws + x.offset); };
+    const i64 n = plan::tokens(opt_), H = store_.hidden;
+    const float* x = f(idx_.need(a, plan::Kind::residual, store_.layers));
+    ops::rmsnorm::forward(p(lw.xf), p(lw.rstd), x, final_norm(), n, H, store_.norm_eps);
+    ops::matmul::forward(logits_sink_, store_.vocab, p(lw.xf), H, lm_head(), H,
+                         static_cast<const float*>(nullptr), n, store_.vocab, H, 1.0f, false);
+  }
+
   void optimizer_action(const OptimizerSettings& s, StepStats& st) {
     const i64 n = idx_.n_lora;
     float* params = f(opt_.offload_optimizer ? idx_.b_hparam : idx_.b_lora);
@@ -374,6 +497,11 @@ class HostBackend {
                idx_.need(a, plan::Kind::residual, l, plan::Role::none, W));
           break;
         case plan::Op::loss: {
+          if (logits_sink_) {  // forward_logits: the logits instead of the loss
+            logits_action(a);
+            stop = true;
+            break;
+          }
           const StepStats ls = loss_action(a, train, grad_scale);
           st.loss_sum = ls.loss_sum;
           st.tokens = ls.tokens;

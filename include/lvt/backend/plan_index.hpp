@@ -254,6 +254,7 @@ class PlanIndex {
   // Whole-step buffers (-1 when the plan has none).
   int b_io = -1, b_embed = -1, b_head = -1, b_cublas = -1, b_lora = -1, b_grad = -1, b_m = -1,
       b_v = -1, b_hgrad = -1, b_hparam = -1;
+  int b_kv = -1, b_gen = -1;   // generation: the KV cache and the decode scratch
   std::vector<int> b_weights;  // per layer: resident (device) or the pinned copy
   plan::LayerRoles roles;
   plan::LayerWeightLayout wl;
@@ -287,6 +288,10 @@ class PlanIndex {
           break;
         case plan::Kind::weights:
           if (b.role != plan::Role::slot) b_weights[std::size_t(b.layer)] = id;
+          break;
+        case plan::Kind::kv_cache: b_kv = id; break;
+        case plan::Kind::workspace:
+          if (b.role == plan::Role::generation) b_gen = id;
           break;
         default: break;
       }

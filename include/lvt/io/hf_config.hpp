@@ -175,16 +175,23 @@ inline ModelConfig parse_hf_config(const nlohmann::json& j, const std::string& s
   }
 
   // phi3 keeps original_max_position_embeddings at the top level, llama3 inside rope_scaling.
+  // transformers 5 writes `rope_parameters` instead (rope_type, rope_theta and the scaling
+  // fields in one object); rope_scaling, when also present, wins.
   c.rope_original_max_position = get_int_or(j, "original_max_position_embeddings", 0, source);
-  if (const nlohmann::json* rs = member(j, "rope_scaling")) {
+  const char* rope_key = member(j, "rope_scaling") ? "rope_scaling" : "rope_parameters";
+  const nlohmann::json* rope_params = member(j, "rope_parameters");
+  if (rope_params && rope_params->is_object() && member(*rope_params, "rope_theta") &&
+      !member(j, "rope_theta"))
+    c.rope_theta = get_num(*rope_params, "rope_theta", source, "rope_parameters.");
+  if (const nlohmann::json* rs = member(j, rope_key)) {
     if (!rs->is_object())
-      field_error(source, "rope_scaling",
+      field_error(source, rope_key,
                   std::string("expected an object or null, got ") + rs->type_name());
-    const std::string p = "rope_scaling.";
+    const std::string p = std::string(rope_key) + ".";
     std::string type;
     if (member(*rs, "rope_type")) type = get_string(*rs, "rope_type", source, p);
     else if (member(*rs, "type")) type = get_string(*rs, "type", source, p);
-    else field_error(source, "rope_scaling.rope_type", "missing (required; or 'type')");
+    else field_error(source, p + "rope_type", "missing (required; or 'type')");
     if (type == "default") {
       c.rope_scaling = RopeScaling::none;
     } else if (type == "linear") {
@@ -213,7 +220,7 @@ inline ModelConfig parse_hf_config(const nlohmann::json& j, const std::string& s
       if (c.rope_original_max_position <= 0)
         field_error(source, "original_max_position_embeddings", "missing (required for longrope)");
     } else {
-      field_error(source, "rope_scaling.rope_type",
+      field_error(source, p + "rope_type",
                   "unknown rope type '" + type + "' (lvt reads default, linear, llama3, longrope)");
     }
   }

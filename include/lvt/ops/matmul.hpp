@@ -161,6 +161,16 @@ void forward(T* y, std::int64_t ldy, const T* x, std::int64_t ldx, const T* W, s
   }
 }
 
+// y[m] = (bias[m] or 0) + x . W[m, :] for a single row x: generation's decode step, where
+// forward's packing of W into panels (a strided gather, once per row block) costs more than the
+// product itself. Reads W once, row by row.
+template <class T>
+void matvec(T* y, const T* x, const T* W, std::int64_t ldw, const T* bias, std::int64_t out,
+            std::int64_t in) {
+  LVT_OMP_FOR_IF(out * in >= parallel_min_work)
+  for (std::int64_t m = 0; m < out; m++) y[m] = (bias ? bias[m] : T(0)) + dot(x, W + m * ldw, in);
+}
+
 // dx[n, k] += alpha * sum_m dy[n, m] W[m, k]   (W's rows are already contiguous in k)
 template <class T>
 void backward_input(T* dx, std::int64_t lddx, const T* dy, std::int64_t lddy, const T* W,

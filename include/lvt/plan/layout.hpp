@@ -315,4 +315,63 @@ constexpr LossWork loss_work(const ModelConfig& m, const PlanOptions& o) {
 }
 
 
+// ---- generation ----------------------------------------------------------------------------
+
+// The KV cache: per layer, K then V, each [batch, generate_context, kv_heads, head_dim] in the
+// compute precision (RoPE already applied to K), as both backends carve it.
+constexpr i64 kv_cache_layer_bytes(const ModelConfig& m, const PlanOptions& o) {
+  return 2 * i64(o.batch) * o.generate_context * m.kv_dim() * dtype_bytes(o.precision);
+}
+constexpr i64 kv_cache_bytes(const ModelConfig& m, const PlanOptions& o) {
+  return i64(m.layers) * kv_cache_layer_bytes(m, o);
+}
+
+// Tokens of one sequence a prefill runs through the layers at once (decode runs one): its
+// activations are this many rows, so a long prompt is prefilled in chunks.
+inline constexpr i64 prefill_chunk_tokens = 64;
+constexpr i64 generate_rows(const PlanOptions& o) {
+  return o.generate_context < prefill_chunk_tokens ? o.generate_context : prefill_chunk_tokens;
+}
+
+// The decode scratch, resident beside the cache: a chunk's activations (the saved set of one
+// layer, as block_forward writes it, and silu(gate) * up), the residual stream in and out, the
+// common scratch (dequantized weight, LoRA h and row block, one score row of the whole context,
+// RoPE tables for every position of the context), and the final norm and fp32 logits of the
+// last row.
+struct GenerateWork {
+  SavedLayout saved;  // offsets relative to saved_base
+  i64 saved_base = 0;
+  Span x, y, act, weight, lora, attn_row, cos, sin, xf, rstd, logits;
+  i64 bytes = 0;
+};
+constexpr GenerateWork generate_work(const ModelConfig& m, const PlanOptions& o) {
+  GenerateWork w;
+  Carver c;
+  const i64 n = generate_rows(o), e = dtype_bytes(o.precision), half = m.rotary_dim() / 2;
+  PlanOptions rows = o;
+  rows.batch = 1;
+  rows.seq = int(n);
+  w.saved = saved_layout(m, rows);
+  w.saved_base = c.take(w.saved.bytes).offset;
+  w.x = c.take(n * m.hidden * e);
+  w.y = c.take(n * m.hidden * e);
+  w.act = c.take(n * m.ffn * e);
+  if (o.quant != QuantKind::none) {
+    const LayerWeightLayout l = layer_weight_layout(m, o);
+    i64 most = 0;
+    for (int i = 0; i < l.count; ++i)
+      most = l.linear[i].out * l.linear[i].in > most ? l.linear[i].out * l.linear[i].in : most;
+    w.weight = c.take(most * e);
+  }
+  w.lora = c.take((2 * n * o.lora_rank + 16 * widest_in(m)) * e);
+  w.attn_row = c.take(i64(o.generate_context) * 4);
+  w.cos = c.take(i64(o.generate_context) * half * 4);
+  w.sin = c.take(i64(o.generate_context) * half * 4);
+  w.xf = c.take(m.hidden * e);
+  w.rstd = c.take(4);
+  w.logits = c.take(i64(m.vocab) * 4);
+  w.bytes = c.at;
+  return w;
+}
+
 }  // namespace lvt::plan

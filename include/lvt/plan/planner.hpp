@@ -32,7 +32,9 @@ namespace lvt::plan {
   X(slots_too_few, "OffloadPolicy<Pinned, Slots>: streaming needs at least 2 slots")             \
   X(gpu_too_old, "this GPU tier is older than sm_75 (Turing); lvt's kernels need sm_75 or newer") \
   X(bf16_needs_sm80,                                                                             \
-    "BF16 needs compute capability 8.0 or newer: use lvt::Precision<lvt::FP16> on sm_75 tiers")
+    "BF16 needs compute capability 8.0 or newer: use lvt::Precision<lvt::FP16> on sm_75 tiers")   \
+  X(generate_context_invalid,                                                                    \
+    "Generate<Context>: the context must be >= 0 and at most max_position_embeddings")
 
 enum class PlanError : std::uint8_t {
   ok,
@@ -74,6 +76,8 @@ constexpr PlanError check(const ModelConfig& m, const PlanOptions& o) {
   if (o.offload_weights && o.weight_slots < 2) return PlanError::slots_too_few;
   if (o.sm != 0 && o.sm < 75) return PlanError::gpu_too_old;
   if (o.sm != 0 && o.sm < 80 && o.precision == DType::bf16) return PlanError::bf16_needs_sm80;
+  if (o.generate_context < 0 || (m.max_position > 0 && o.generate_context > m.max_position))
+    return PlanError::generate_context_invalid;
   return PlanError::ok;
 }
 

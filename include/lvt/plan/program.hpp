@@ -77,8 +77,9 @@ enum class Kind : std::uint8_t {
   workspace,    // per-action scratch: dequantized weight, temporaries, logits chunk
   cublas,       // cuBLASLt workspace
   io,           // token ids, targets and positions, and the step's control block
+  kv_cache,     // generation: keys and values of every layer for the planned context
 };
-inline constexpr int kind_count = 11;
+inline constexpr int kind_count = 12;
 
 constexpr const char* kind_name(Kind k) {
   switch (k) {
@@ -93,6 +94,7 @@ constexpr const char* kind_name(Kind k) {
     case Kind::workspace: return "workspace";
     case Kind::cublas: return "cublas";
     case Kind::io: return "io";
+    case Kind::kv_cache: return "kv_cache";
   }
   return "?";
 }
@@ -110,6 +112,7 @@ enum class Role : std::uint8_t {
   host_grads,   // optimizer: LoRA grads landed on the host
   host_params,  // optimizer: fp32 LoRA params updated on the host
   checkpoint,   // residual: a checkpoint parked in pinned memory
+  generation,   // workspace: the decode scratch beside the KV cache
 };
 
 // One action's use of one buffer (the backends find an action's operands from these).
@@ -346,6 +349,12 @@ constexpr ProgramBuilder build_program(const ModelConfig& m, const PlanOptions& 
   if (stream_w)
     for (int s = 0; s < slots; ++s)
       b_slot[std::size_t(s)] = P.buf(Kind::weights, dev, w_bytes, -1, Role::slot);
+  // Generation (generate_context > 0): the KV cache and the decode scratch, resident so a run
+  // can generate between steps with the same arena. The step's actions never touch them.
+  if (o.generate_context > 0) {
+    P.buf(Kind::kv_cache, dev, kv_cache_bytes(m, o));
+    P.buf(Kind::workspace, dev, generate_workspace_bytes(m, o), -1, Role::generation);
+  }
   const std::size_t n_resident = P.buffers.size();
 
   // ---- 4. emit actions with fetches interleaved, and per-step buffers ----

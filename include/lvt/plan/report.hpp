@@ -49,6 +49,7 @@ inline std::string buffer_name(const PlanView& p, const Buffer& b) {
     }
     return "weights.slot" + std::to_string(k);
   }
+  if (b.kind == Kind::workspace && b.role == Role::generation) return n + ".generate";
   if (b.kind == Kind::workspace && b.first >= 0)
     n += std::string(".") + op_name(p.actions[std::size_t(b.first)].op);
   if (b.kind == Kind::residual && b.memory == Memory::pinned) n = "checkpoint";
@@ -85,6 +86,9 @@ inline std::string describe_options(const ModelConfig& m, const PlanOptions& o) 
                 o.rslora ? " (rsLoRA)" : "", targets_list(o.lora_targets).c_str(), sparse.c_str(),
                 dtype_name(o.precision), o.batch, o.seq,
                 o.offload_optimizer ? "states in pinned memory (host step)" : "on the device");
+  if (o.generate_context > 0)
+    return std::string(buf) + "; KV cache for " + std::to_string(o.generate_context) +
+           " tokens per sequence";
   return buf;
 }
 
@@ -163,7 +167,7 @@ inline nlohmann::json to_json(const ModelConfig& m) {
 }
 
 inline nlohmann::json to_json(const PlanOptions& o) {
-  return {{"quant", quant_name(o.quant)}, {"double_quant", o.double_quant},
+  nlohmann::json j = {{"quant", quant_name(o.quant)}, {"double_quant", o.double_quant},
           {"quant_block", o.quant_block}, {"offload_weights", o.offload_weights},
           {"weight_slots", o.weight_slots}, {"offload_checkpoints", o.offload_checkpoints},
           {"checkpoint_every", o.checkpoint_every}, {"sparse_first", o.sparse_first},
@@ -172,6 +176,8 @@ inline nlohmann::json to_json(const PlanOptions& o) {
           {"rslora", o.rslora}, {"precision", dtype_name(o.precision)}, {"batch", o.batch},
           {"seq", o.seq}, {"offload_optimizer", o.offload_optimizer},
           {"budget_bytes", o.budget_bytes}, {"sm", o.sm}};
+  if (o.generate_context > 0) j["generate_context"] = o.generate_context;  // absent: no cache
+  return j;
 }
 
 inline nlohmann::json to_json(const PlanView& p) {
@@ -220,7 +226,7 @@ inline nlohmann::json to_json(const PlanView& p) {
 inline const char* kind_colour(Kind k) {
   constexpr const char* c[kind_count] = {"#4e79a7", "#59a14f", "#edc948", "#f28e2b", "#e15759",
                                          "#76b7b2", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac",
-                                         "#8cd17d"};
+                                         "#8cd17d", "#d37295"};
   return c[int(k)];
 }
 

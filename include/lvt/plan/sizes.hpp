@@ -87,6 +87,10 @@ constexpr i64 lm_head_bytes(const ModelConfig& m, const PlanOptions& o) {
   return ((m.tied_embeddings ? 0 : m.embedding_params()) + m.hidden) * dtype_bytes(o.precision);
 }
 
+constexpr i64 generate_workspace_bytes(const ModelConfig& m, const PlanOptions& o) {
+  return generate_work(m, o).bytes;
+}
+
 // Token ids, targets and positions of one micro-batch (int32 each), and the step's control block.
 constexpr i64 io_bytes(const PlanOptions& o) { return io_layout(o).bytes; }
 

@@ -598,8 +598,8 @@ class Parser {
     }
     return cmp ? std::move(cmp) : std::move(e);
   }
-  ExprPtr binary(const char* op, ExprPtr a, ExprPtr b, int line) {
-    auto n = node(E::binary, line); n->name = op; n->args.push_back(std::move(a)); n->args.push_back(std::move(b)); return n;
+  ExprPtr binary(std::string op, ExprPtr a, ExprPtr b, int line) {
+    auto n = node(E::binary, line); n->name = std::move(op); n->args.push_back(std::move(a)); n->args.push_back(std::move(b)); return n;
   }
   ExprPtr parse_math1() {
     ExprPtr e = parse_concat();

@@ -1,0 +1,62 @@
+#pragma once
+// Causal attention of a few new query rows over a KV cache: the decode step of generation (one
+// row) and the chunks of a prefill (up to plan::prefill_chunk_tokens rows). Grouped-query heads
+// as in ops/attention.hpp, and the same arithmetic row for row (the dot products, the max, exp
+// in T, the sum in double), so a cached decode gives what a full forward gives.
+//
+//   q [rows, H, D]: the queries of positions pos0 .. pos0 + rows - 1 of one sequence (RoPE applied)
+//   k, v [context, KV, D]: that sequence's cache, filled for positions 0 .. pos0 + rows - 1
+//   out [rows, H, D]; row i attends keys j <= pos0 + i; query head h reads kv head h / (H / KV)
+// No log-sum-exp is kept: nothing runs backward through generation.
+#include <cmath>
+#include <cstdint>
+
+#include "lvt/ops/common.hpp"
+#include "lvt/ops/matmul.hpp"
+
+namespace lvt::ops::decode_attention {
+
+// Scratch elements: one score row over the whole context.
+constexpr std::int64_t scratch_elems(std::int64_t context) { return context; }
+
+template <class T>
+void forward(T* out, T* scratch, const T* q, const T* k, const T* v, std::int64_t rows,
+             std::int64_t pos0, std::int64_t heads, std::int64_t kv_heads, std::int64_t head_dim) {
+  require(scratch != nullptr, "decode_attention",
+          "scratch (scratch_elems(context) = context elements) is null", rows);
+  require(rows > 0, "decode_attention", "rows must be positive", rows);
+  require(pos0 >= 0, "decode_attention", "pos0 must be non-negative", pos0);
+  require(head_dim > 0, "decode_attention", "head_dim must be positive", head_dim);
+  require(kv_heads > 0 && heads % kv_heads == 0, "decode_attention",
+          "heads must be a multiple of kv_heads (grouped-query attention)", kv_heads);
+  const std::int64_t D = head_dim, group = heads / kv_heads;
+  const T scale = T(1.0 / std::sqrt(double(D)));
+  T* s = scratch;
+  for (std::int64_t h = 0; h < heads; h++) {
+    const std::int64_t g = h / group;
+    for (std::int64_t i = 0; i < rows; i++) {
+      const std::int64_t t = pos0 + i;
+      const T* qt = q + (i * heads + h) * D;
+      T m = -INFINITY;
+      for (std::int64_t j = 0; j <= t; j++) {
+        s[j] = scale * matmul::dot(qt, k + (j * kv_heads + g) * D, D);
+        if (s[j] > m) m = s[j];
+      }
+      double sum = 0;
+      for (std::int64_t j = 0; j <= t; j++) {
+        s[j] = std::exp(s[j] - m);
+        sum += double(s[j]);
+      }
+      const T inv = T(1.0 / sum);
+      T* o = out + (i * heads + h) * D;
+      for (std::int64_t d = 0; d < D; d++) o[d] = 0;
+      for (std::int64_t j = 0; j <= t; j++) {
+        const T p = s[j] * inv;
+        const T* vj = v + (j * kv_heads + g) * D;
+        for (std::int64_t d = 0; d < D; d++) o[d] += p * vj[d];
+      }
+    }
+  }
+}
+
+}  // namespace lvt::ops::decode_attention
