@@ -54,7 +54,7 @@ struct Raw {
   }
 };
 
-std::string parse_error(const std::vector<std::byte>& b) {
+std::string gguf_parse_error(const std::vector<std::byte>& b) {
   return error_of([&] { parse_gguf(b, "bad.gguf"); });
 }
 
@@ -71,7 +71,7 @@ std::vector<std::byte> f32_bytes(const std::vector<float>& v) {
   return b;
 }
 
-bool same_bits(std::span<const float> a, std::span<const float> b) {
+bool same_float_bits(std::span<const float> a, std::span<const float> b) {
   return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * 4) == 0);
 }
 
@@ -93,7 +93,7 @@ TEST_CASE("gguf dequantization: every supported type bit for bit against gguf-py
     CHECK(d->type == GgmlType::F32);
     CHECK(q->ne == d->ne);
     const std::vector<float> mine = f.to_float(*q), ref = f.to_float(*d);
-    CHECK(same_bits(mine, ref));
+    CHECK(same_float_bits(mine, ref));
     std::size_t nonzero = 0;
     for (float x : ref) nonzero += x != 0.0f;
     CHECK(nonzero > ref.size() / 2);  // the goldens exercise real values, not zeros
@@ -245,42 +245,48 @@ TEST_CASE("gguf writer/reader round trip: every value type, v2 and v3, alignment
 }
 
 TEST_CASE("gguf bad input: each bound names the file, key or tensor, and the byte offset") {
-  CHECK(contains(parse_error({}), "bad.gguf: not a GGUF file"));
-  CHECK(contains(parse_error(Raw().u32(0x46554746).u32(3).u64(0).u64(0).b), "not a GGUF file"));
-  CHECK(contains(parse_error(Raw().u32(gguf_magic).b), "header: truncated: version needs 4 bytes"));
-  CHECK(contains(parse_error(Raw().head(0, 0, 1).b), "GGUF version 1 is not supported"));
-  CHECK(contains(parse_error(Raw().head(0, 0, 4).b), "header: unknown GGUF version 4 (lvt reads 2 and 3) (at byte 4)"));
-  CHECK(contains(parse_error(Raw().head(0, 0, 0x03000000).b), "big-endian"));
-  CHECK(contains(parse_error(Raw().head(0, 1ull << 60).b), "metadata count 1152921504606846976 cannot fit"));
-  CHECK(contains(parse_error(Raw().head(1ull << 40, 0).b), "tensor count 1099511627776 cannot fit in the file (24 bytes) (at byte 8)"));
+  CHECK(contains(gguf_parse_error({}), "bad.gguf: not a GGUF file"));
+  CHECK(contains(gguf_parse_error(Raw().u32(0x46554746).u32(3).u64(0).u64(0).b), "not a GGUF file"));
+  CHECK(contains(gguf_parse_error(Raw().u32(gguf_magic).b), "header: truncated: version needs 4 bytes"));
+  CHECK(contains(gguf_parse_error(Raw().head(0, 0, 1).b), "GGUF version 1 is not supported"));
+  CHECK(contains(gguf_parse_error(Raw().head(0, 0, 4).b), "header: unknown GGUF version 4 (lvt reads 2 and 3) (at byte 4)"));
+  CHECK(contains(gguf_parse_error(Raw().head(0, 0, 0x03000000).b), "big-endian"));
+  CHECK(contains(gguf_parse_error(Raw().head(0, 1ull << 60).b), "metadata count 1152921504606846976 cannot fit"));
+  CHECK(contains(gguf_parse_error(Raw().head(1ull << 40, 0).b), "tensor count 1099511627776 cannot fit in the file (24 bytes) (at byte 8)"));
 
   // kv: key length past the end; value type; bool; duplicate; string / array lengths; nesting
-  CHECK(contains(parse_error(Raw().head(0, 1).u64(1000).zeros(20).b),
+  CHECK(contains(gguf_parse_error(Raw().head(0, 1).u64(1000).zeros(20).b),
                  "metadata entry 0: key length 1000 runs past the end of the file (20 bytes left) (at byte 24)"));
-  CHECK(contains(parse_error(Raw().head(0, 1).str("k.x").u32(13).zeros(16).b),
+  CHECK(contains(gguf_parse_error(Raw().head(0, 1).str("k.x").u32(13).zeros(16).b),
                  "bad.gguf: key 'k.x': unknown value type 13 (at byte 35)"));
-  CHECK(contains(parse_error(Raw().head(0, 1).str("k.b").u32(7).u8(2).zeros(12).b),
+  CHECK(contains(gguf_parse_error(Raw().head(0, 1).str("k.b").u32(7).u8(2).zeros(12).b),
                  "key 'k.b': bool value 2 is neither 0 nor 1 (at byte 39)"));
-  CHECK(contains(parse_error(Raw().head(0, 2).str("k").u32(0).u8(1).str("k").u32(0).u8(2).b),
+  CHECK(contains(gguf_parse_error(Raw().head(0, 2).str("k").u32(0).u8(1).str("k").u32(0).u8(2).b),
                  "key 'k': appears twice in the metadata (at byte 38)"));
-  CHECK(contains(parse_error(Raw().head(0, 1).str("s").u32(8).u64(99).zeros(12).b),
+  CHECK(contains(gguf_parse_error(Raw().head(0, 1).str("s").u32(8).u64(99).zeros(12).b),
                  "key 's': string length 99 runs past the end of the file (12 bytes left) (at byte 37)"));
-  CHECK(contains(parse_error(Raw().head(0, 1).str("a").u32(9).u32(4).u64(1000).zeros(40).b),
+  CHECK(contains(gguf_parse_error(Raw().head(0, 1).str("a").u32(9).u32(4).u64(1000).zeros(40).b),
                  "key 'a': array of 1000 uint32 values cannot fit in the 40 bytes left in the file (at byte 37)"));
-  CHECK(contains(parse_error(Raw().head(0, 1).str("a").u32(9).u32(77).u64(1).zeros(40).b),
+  CHECK(contains(gguf_parse_error(Raw().head(0, 1).str("a").u32(9).u32(77).u64(1).zeros(40).b),
                  "key 'a': unknown array element type 77"));
-  CHECK(contains(parse_error(Raw().head(0, 1).str("a").u32(9).u32(8).u64(1).u64(1ull << 62).zeros(4).b),
+  CHECK(contains(gguf_parse_error(Raw().head(0, 1).str("a").u32(9).u32(8).u64(1).u64(1ull << 62).zeros(4).b),
                  "key 'a': string length 4611686018427387904 runs past the end"));
   {
     Raw r;
     r.head(0, 1).str("deep").u32(9);
     for (int i = 0; i < 12; ++i) r.u32(9).u64(1);
     r.zeros(64);
-    CHECK(contains(parse_error(r.b), "key 'deep': arrays nested deeper than 8"));
+    CHECK(contains(gguf_parse_error(r.b), "key 'deep': arrays nested deeper than 8"));
   }
-  CHECK(contains(parse_error(Raw().head(0, 1).str("general.alignment").u32(10).u64(32).zeros(8).b),
+  {
+    Raw r;
+    r.head(0, 1).str("big").u32(9).u32(0).u64(gguf_max_metadata_values);
+    r.zeros(std::size_t(gguf_max_metadata_values));
+    CHECK(contains(gguf_parse_error(r.b), "key 'big': the metadata holds more than 8388608 values (lvt's limit)"));
+  }
+  CHECK(contains(gguf_parse_error(Raw().head(0, 1).str("general.alignment").u32(10).u64(32).zeros(8).b),
                  "key 'general.alignment': expected a uint32, got uint64 (at byte 24)"));
-  CHECK(contains(parse_error(Raw().head(0, 1).str("general.alignment").u32(4).u32(48).zeros(8).b),
+  CHECK(contains(gguf_parse_error(Raw().head(0, 1).str("general.alignment").u32(4).u32(48).zeros(8).b),
                  "key 'general.alignment': 48 is not a power of two"));
 
   // tensor infos
@@ -294,71 +300,71 @@ TEST_CASE("gguf bad input: each bound names the file, key or tensor, and the byt
     Raw r;
     r.head(1, 0);
     tensor(r, std::string(65, 'n'), {4}, 0, 0);
-    CHECK(contains(parse_error(r.pad().zeros(16).b), "longer than GGUF's 64 (at byte 24)"));
+    CHECK(contains(gguf_parse_error(r.pad().zeros(16).b), "longer than GGUF's 64 (at byte 24)"));
   }
   {
     Raw r;
     r.head(2, 0);
     tensor(r, "w", {4}, 0, 0);
     tensor(r, "w", {4}, 0, 32);
-    CHECK(contains(parse_error(r.pad().zeros(64).b), "tensor 'w': appears twice (at byte 57)"));
+    CHECK(contains(gguf_parse_error(r.pad().zeros(64).b), "tensor 'w': appears twice (at byte 57)"));
   }
   for (std::uint32_t nd : {0u, 5u}) {
     Raw r;
     r.head(1, 0).str("w").u32(nd);
     for (std::uint32_t i = 0; i < nd; ++i) r.u64(1);
     r.u32(0).u64(0).pad().zeros(32);
-    CHECK(contains(parse_error(r.b), "tensor 'w': " + std::to_string(nd) + " dimensions (ggml allows 1 to 4) (at byte 33)"));
+    CHECK(contains(gguf_parse_error(r.b), "tensor 'w': " + std::to_string(nd) + " dimensions (ggml allows 1 to 4) (at byte 33)"));
   }
   {
     Raw r;
     r.head(1, 0);
     tensor(r, "w", {1ull << 32, 1ull << 32}, 0, 0);
-    CHECK(contains(parse_error(r.pad().zeros(32).b), "tensor 'w': dimensions overflow int64 (ne[1] = 4294967296) (at byte 45)"));
+    CHECK(contains(gguf_parse_error(r.pad().zeros(32).b), "tensor 'w': dimensions overflow int64 (ne[1] = 4294967296) (at byte 45)"));
   }
   {
     Raw r;
     r.head(1, 0);
     tensor(r, "w", {1ull << 61}, 0, 0);
-    CHECK(contains(parse_error(r.pad().zeros(32).b), "tensor 'w': byte size overflows int64"));
+    CHECK(contains(gguf_parse_error(r.pad().zeros(32).b), "tensor 'w': byte size overflows int64"));
   }
   {
     Raw r;
     r.head(1, 0);
     tensor(r, "w", {4}, 5, 0);
-    CHECK(contains(parse_error(r.pad().zeros(32).b), "tensor 'w': unknown ggml type 5 (at byte 45)"));
+    CHECK(contains(gguf_parse_error(r.pad().zeros(32).b), "tensor 'w': unknown ggml type 5 (at byte 45)"));
   }
   {
     Raw r;
     r.head(1, 0);
     tensor(r, "w", {48}, 12, 0);
-    CHECK(contains(parse_error(r.pad().zeros(300).b), "row length ne[0] = 48 is not a multiple of the Q4_K block size 256"));
+    CHECK(contains(gguf_parse_error(r.pad().zeros(300).b), "row length ne[0] = 48 is not a multiple of the Q4_K block size 256"));
   }
   {
     Raw r;
     r.head(1, 0);
     tensor(r, "w", {4}, 0, 8);
-    CHECK(contains(parse_error(r.pad().zeros(64).b), "tensor 'w': data offset 8 is not a multiple of the alignment 32 (at byte 49)"));
+    CHECK(contains(gguf_parse_error(r.pad().zeros(64).b), "tensor 'w': data offset 8 is not a multiple of the alignment 32 (at byte 49)"));
   }
   {
     Raw r;
     r.head(1, 0);
     tensor(r, "w", {32}, 0, 0);
-    CHECK(contains(parse_error(r.pad().zeros(100).b),
+    CHECK(contains(gguf_parse_error(r.pad().zeros(100).b),
                    "tensor 'w': data [0, +128 bytes) runs past the end of the data section (100 bytes): truncated file? (at byte 24)"));
   }
   {
     Raw r;
     r.head(1, 0);
     tensor(r, "w", {4}, 0, 0);
-    CHECK(contains(parse_error(r.b), "data section: starts at byte 64, past the end of the file (57 bytes)"));
+    CHECK(contains(gguf_parse_error(r.b), "data section: starts at byte 64, past the end of the file (57 bytes)"));
   }
   {
     Raw r;
     r.head(2, 0);
     tensor(r, "a", {16}, 0, 0);
     tensor(r, "b", {4}, 0, 32);
-    CHECK(contains(parse_error(r.pad().zeros(64).b), "tensor 'b': data at offset 32 overlaps tensor 'a' [0, 64)"));
+    CHECK(contains(gguf_parse_error(r.pad().zeros(64).b), "tensor 'b': data at offset 32 overlaps tensor 'a' [0, 64)"));
   }
   // Truncating a valid file anywhere gives an error, never a crash.
   std::mt19937_64 rng(3);
@@ -370,7 +376,7 @@ TEST_CASE("gguf bad input: each bound names the file, key or tensor, and the byt
   for (std::size_t n = 0; n < gh.data_offset + 12; ++n) {  // after that only padding is cut
     CAPTURE(n);
     std::vector<std::byte> cut(good.begin(), good.begin() + std::ptrdiff_t(n));
-    CHECK(contains(parse_error(cut), "bad.gguf: "));
+    CHECK(contains(gguf_parse_error(cut), "bad.gguf: "));
   }
   // Dequantizing a type lvt does not read names it.
   CHECK(contains(error_of([] {
@@ -384,11 +390,11 @@ TEST_CASE("gguf bad input: each bound names the file, key or tensor, and the byt
 namespace gguf_t {
 
 // A tiny llama in Hugging Face layout: every slot's values by canonical name.
-struct TinyLlama {
+struct GgufTinyLlama {
   ModelConfig c{};
   std::vector<WeightSlot> slots;
   std::vector<std::vector<float>> values;
-  explicit TinyLlama(bool tied, std::uint64_t seed = 1) {
+  explicit GgufTinyLlama(bool tied, std::uint64_t seed = 1) {
     c.arch = Arch::llama;
     c.layers = 2;
     c.hidden = 64;
@@ -440,7 +446,7 @@ std::vector<std::pair<std::string, GgufValue>> llama_metadata(const ModelConfig&
 
 // The GGUF tensors of a tiny llama as the converter writes them: ne reversed, q/k permuted,
 // projections of layer 1 as Q8_0 (layer 0 F32), norms F32, embeddings F16.
-std::vector<GgufTensorData> llama_tensors(const TinyLlama& m) {
+std::vector<GgufTensorData> llama_tensors(const GgufTinyLlama& m) {
   std::vector<GgufTensorData> ts;
   for (std::size_t i = 0; i < m.slots.size(); ++i) {
     const WeightSlot& s = m.slots[i];
@@ -462,7 +468,7 @@ std::vector<GgufTensorData> llama_tensors(const TinyLlama& m) {
 
 // What lvt must read for slot i: the HF values through the file's type (F16 / Q8_0 rounding
 // applied to the permuted rows, which are the same rows un-permuted).
-std::vector<float> expected_values(const TinyLlama& m, std::size_t i, GgmlType type) {
+std::vector<float> expected_values(const GgufTinyLlama& m, std::size_t i, GgmlType type) {
   const WeightSlot& s = m.slots[i];
   const std::vector<float>& v = m.values[i];
   if (type == GgmlType::F32) return v;
@@ -481,7 +487,7 @@ std::vector<float> expected_values(const TinyLlama& m, std::size_t i, GgmlType t
 TEST_CASE("gguf llama: metadata -> ModelConfig, HF names, q/k un-permuted, tied and untied") {
   for (bool tied : {false, true}) {
     CAPTURE(tied);
-    TinyLlama m(tied);
+    GgufTinyLlama m(tied);
     TempDir dir;
     const auto path = dir.path / "tiny.gguf";
     const auto ts = llama_tensors(m);
@@ -493,7 +499,7 @@ TEST_CASE("gguf llama: metadata -> ModelConfig, HF names, q/k un-permuted, tied 
     g.for_each_weight([&](const WeightSlot& s, std::span<const float> v) {
       CAPTURE(s.name);
       CHECK(s.name == m.slots[i].name);
-      CHECK(same_bits(v, expected_values(m, i, ts[i].type)));
+      CHECK(same_float_bits(v, expected_values(m, i, ts[i].type)));
       ++i;
     });
     CHECK(i == m.slots.size());
@@ -517,7 +523,7 @@ TEST_CASE("gguf llama: the un-permutation inverts the converter's permute (q hea
 }
 
 TEST_CASE("gguf llama: optional keys, vocab from tokens, rope scaling, head_dim") {
-  TinyLlama m(true);
+  GgufTinyLlama m(true);
   auto ts = llama_tensors(m);
   auto with = [&](std::vector<std::pair<std::string, GgufValue>> md) {
     return gguf_llama_config(parse_gguf(gguf_serialize(md, ts), "t.gguf"), "t.gguf");
@@ -557,7 +563,7 @@ TEST_CASE("gguf llama: optional keys, vocab from tokens, rope scaling, head_dim"
 }
 
 TEST_CASE("gguf llama bad input: keys, tensors and shapes named") {
-  TinyLlama m(false);
+  GgufTinyLlama m(false);
   const auto ts = llama_tensors(m);
   const auto md = llama_metadata(m.c);
   TempDir dir;

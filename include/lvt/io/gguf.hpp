@@ -40,6 +40,9 @@ inline constexpr std::uint32_t gguf_default_alignment = 32;
 inline constexpr int gguf_max_dims = 4;             // GGML_MAX_DIMS
 inline constexpr std::size_t gguf_max_name_bytes = 64;  // tensor names, as the spec bounds them
 inline constexpr int gguf_max_array_depth = 8;      // nested arrays: far above any real file
+// Metadata values decoded in all (array elements included): real files hold about 1M (tokens,
+// scores, types, merges); the cap bounds the reader's memory (~100 bytes a value) on bad input.
+inline constexpr std::uint64_t gguf_max_metadata_values = 1u << 23;
 
 enum class GgufValueType : std::uint32_t {
   u8 = 0, i8 = 1, u16 = 2, i16 = 3, u32 = 4, i32 = 5, f32 = 6, boolean = 7, string = 8,
@@ -164,6 +167,7 @@ struct Cursor {
   std::span<const std::byte> file;
   const std::string& source;
   std::uint64_t pos = 0;
+  std::uint64_t values = 0;  // decoded so far, against gguf_max_metadata_values
 
   [[noreturn]] void fail(const std::string& ctx, const std::string& what, std::uint64_t at) const {
     throw Error(source + ": " + ctx + ": " + what + " (at byte " + std::to_string(at) + ")");
@@ -215,6 +219,10 @@ inline GgufValue read_value(Cursor& c, GgufValueType t, const std::string& ctx, 
   GgufValue v;
   v.type = t;
   const std::uint64_t at = c.pos;
+  if (++c.values > gguf_max_metadata_values)
+    c.fail(ctx, "the metadata holds more than " + std::to_string(gguf_max_metadata_values) +
+                    " values (lvt's limit)",
+           at);
   switch (t) {
     case GgufValueType::u8: v.u = c.uint(1, ctx, "uint8 value"); break;
     case GgufValueType::u16: v.u = c.uint(2, ctx, "uint16 value"); break;
