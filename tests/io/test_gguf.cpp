@@ -540,7 +540,7 @@ TEST_CASE("gguf llama: optional keys, vocab from tokens, rope scaling, head_dim"
   auto no_vocab = drop(md, "llama.vocab_size");
   CHECK(with(no_vocab).vocab == 40);
   std::vector<GgufValue> toks;
-  for (int i = 0; i < 40; ++i) toks.push_back(GgufValue::str("t" + std::to_string(i)));
+  for (int i = 0; i < 40; ++i) toks.push_back(GgufValue::str(std::to_string(i) + "t"));
   no_vocab.push_back({"tokenizer.ggml.tokens", GgufValue::array_of(GgufValueType::string, toks)});
   CHECK(with(no_vocab).vocab == 40);
   auto defaults = drop(drop(md, "llama.rope.freq_base"), "llama.rope.dimension_count");
