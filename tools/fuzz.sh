@@ -14,11 +14,14 @@ mkdir -p "$out"
 flags=(-std=c++20 -O1 -g -Iinclude -fsanitize=fuzzer,address,undefined
        -fno-sanitize-recover=undefined -fno-omit-frame-pointer)
 
-# Seed corpora: config texts, tokenizer files and chat templates from the repo; small valid and
-# broken safetensors built here.
+# Seed corpora: config texts, tokenizer files, chat templates, training-example lines and GGUF
+# files from the repo; small valid and broken safetensors built here.
 mkdir -p "$out/corpus/config" "$out/corpus/safetensors" "$out/corpus/tokenizer" "$out/corpus/chat_template" \
-         "$out/corpus/examples"
+         "$out/corpus/examples" "$out/corpus/gguf"
 cp tests/fuzz/corpus/config/*.json "$out/corpus/config/"
+# GGUF: gguf-py's metadata file (every value type) and two small files written by gguf_serialize
+# (a llama-shaped v3 with Q8_0 / Q4_0 / Q4_K tensors, a v2 with alignment 16).
+cp tests/fuzz/corpus/gguf/*.gguf "$out/corpus/gguf/"
 cp tests/fuzz/corpus/tokenizer/* "$out/corpus/tokenizer/"
 cp tests/text/templates/*.jinja "$out/corpus/chat_template/"  # the real ones the goldens use
 # Training examples: one file per line of the golden input (every format).
@@ -39,7 +42,7 @@ st_seed empty '{}' 0
 
 status=0
 declare -A libs=([tokenizer]="-lonig -lutf8proc" [examples]="-lonig -lutf8proc")
-for target in safetensors config tokenizer chat_template examples; do
+for target in safetensors config tokenizer chat_template examples gguf; do
   exe="$out/fuzz_$target"
   echo "== building $exe"
   # shellcheck disable=SC2086

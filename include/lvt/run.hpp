@@ -19,6 +19,7 @@
 #include "lvt/io/bnb4bit.hpp"
 #include "lvt/io/checkpoint.hpp"
 #include "lvt/io/examples.hpp"
+#include "lvt/io/gguf_model.hpp"
 #include "lvt/io/hf_model.hpp"
 #include "lvt/io/peft.hpp"
 #include "lvt/io/tokens.hpp"
@@ -88,8 +89,19 @@ class BasicRun {
   // A bitsandbytes 4-bit folder (config.json with a bitsandbytes `quantization_config`, as
   // transformers saves one) loads directly: its 4-bit weights are kept bit for bit when their
   // format is the plan's, else dequantized and quantized as the plan says.
+  // A llama .gguf file (F32/F16/BF16, Q4_0..Q8_0, IQ4_NL, K-quants) is dequantized one tensor
+  // at a time (io/gguf_model.hpp: q/k rows un-permuted) and quantized as the plan says.
   static BasicRun from_pretrained(const std::filesystem::path& dir, const PlanOptions& options,
                              const ModelConfig* expected = nullptr, bool poison = false) {
+    if (dir.extension() == ".gguf" && std::filesystem::is_regular_file(dir)) {
+      const io::GgufModel g(dir, expected);
+      BasicRun r(g.config(), options, poison);
+      r.base_model_ = dir.string();
+      g.for_each_weight([&](const io::WeightSlot& s, std::span<const float> v) {
+        r.set_weight(s, v.data());
+      });
+      return r;
+    }
     if (is_bnb4bit_folder(dir)) return from_bnb4bit(dir, options, expected, poison);
     const io::HfModel hf(dir, expected);
     BasicRun r(hf.config(), options, poison);

@@ -3,6 +3,8 @@
 // with a clear error.
 #include <doctest/doctest.h>
 
+#include <algorithm>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -309,4 +311,40 @@ TEST_CASE("from_pretrained: a Hugging Face folder and the bnb-4bit folder lvt qu
   ModelConfig other = bytes_model;
   other.layers = 3;
   CHECK_THROWS_WITH_AS(Run::from_pretrained(q, o, &other), doctest::Contains("num_hidden_layers"), Error);
+
+  // The same bf16 weights as llama.cpp's converter writes them to GGUF: ne reversed (the bytes of
+  // a row-major [out, in] are unchanged), q/k rows permuted (LlamaModel.permute, kv heads for
+  // k). Un-permuted on load, the loss is the folder's exactly.
+  std::vector<io::GgufTensorData> gt;
+  const auto slots = io::weight_slots(bytes_model);
+  for (std::size_t i = 0; i < slots.size(); ++i) {
+    const io::WeightSlot& s = slots[i];
+    std::vector<std::uint16_t> v = values[i];
+    if (s.kind == io::WeightKind::q || s.kind == io::WeightKind::k) {
+      const std::int64_t heads = s.kind == io::WeightKind::q ? bytes_model.heads : bytes_model.kv_heads;
+      const std::int64_t rows = s.shape[0], cols = s.shape[1], half = rows / heads / 2;
+      for (std::int64_t h = 0; h < heads; ++h)  // reshape(heads, 2, half, cols).swapaxes(1, 2)
+        for (std::int64_t a = 0; a < half; ++a)
+          for (std::int64_t j = 0; j < 2; ++j)
+            std::copy_n(values[i].begin() + ((h * 2 + j) * half + a) * cols, cols,
+                        v.begin() + ((h * half + a) * 2 + j) * cols);
+    }
+    io::GgufTensorData t{io::gguf_tensor_name(s), io::GgmlType::BF16,
+                         std::vector<std::uint64_t>(s.shape.rbegin(), s.shape.rend()),
+                         std::vector<std::byte>(v.size() * 2)};
+    std::memcpy(t.bytes.data(), v.data(), t.bytes.size());
+    gt.push_back(std::move(t));
+  }
+  using GV = io::GgufValue;
+  io::write_gguf(tmp.path / "model.gguf",
+                 {{"general.architecture", GV::str("llama")}, {"llama.block_count", GV::u32(2)},
+                  {"llama.context_length", GV::u32(256)}, {"llama.embedding_length", GV::u32(64)},
+                  {"llama.feed_forward_length", GV::u32(128)},
+                  {"llama.attention.head_count", GV::u32(4)},
+                  {"llama.attention.head_count_kv", GV::u32(2)},
+                  {"llama.attention.layer_norm_rms_epsilon", GV::f32(1e-5f)},
+                  {"llama.rope.freq_base", GV::f32(10000.0f)}, {"llama.vocab_size", GV::u32(256)}},
+                 gt);
+  Run g = Run::from_pretrained(tmp.path / "model.gguf", o, &bytes_model);
+  CHECK(g.evaluate(data, 4) == loss_hf);
 }
