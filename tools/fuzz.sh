@@ -40,18 +40,37 @@ st_seed two '{"__metadata__":{"format":"pt"},"w":{"dtype":"BF16","shape":[2,3],"
 st_seed overlap '{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"I8","shape":[4],"data_offsets":[4,8]}}' 8
 st_seed empty '{}' 0
 
-status=0
+# Each target is built and then fuzzed in its own background job, at most $(nproc) at a time
+# (libFuzzer's -jobs=1 runs in-process): the targets are independent, so the stage takes about
+# ceil(targets / cores) x (build + SECONDS) rather than the sum.
+targets=(safetensors config tokenizer chat_template examples gguf)
 declare -A libs=([tokenizer]="-lonig -lutf8proc" [examples]="-lonig -lutf8proc")
-for target in safetensors config tokenizer chat_template examples gguf; do
-  exe="$out/fuzz_$target"
-  echo "== building $exe"
-  # shellcheck disable=SC2086
-  "$cxx" "${flags[@]}" -DLVT_SOURCE_ROOT="\"$PWD\"" "tests/fuzz/fuzz_$target.cpp" -o "$exe" ${libs[$target]:-}
-  echo "== fuzzing $target for ${secs}s"
-  mkdir -p "$out/work_$target"
-  if ! "$exe" -max_total_time="$secs" -jobs="$jobs" -workers="$jobs" -print_final_stats=1 \
-        -artifact_prefix="$out/crash_${target}_" "$out/work_$target" "$out/corpus/$target"; then
-    echo "fuzz.sh: $target FAILED (artifacts: $out/crash_${target}_*)"
+par=${LVT_FUZZ_PARALLEL:-$(nproc)}
+one() {  # one TARGET: build, fuzz; the log in $out/TARGET.log
+  local target=$1 exe="$out/fuzz_$1"
+  {
+    echo "== building $exe"
+    # shellcheck disable=SC2086
+    "$cxx" "${flags[@]}" -DLVT_SOURCE_ROOT="\"$PWD\"" "tests/fuzz/fuzz_$target.cpp" -o "$exe" ${libs[$target]:-} || return 1
+    echo "== fuzzing $target for ${secs}s"
+    mkdir -p "$out/work_$target"
+    "$exe" -max_total_time="$secs" -jobs="$jobs" -workers="$jobs" -print_final_stats=1 \
+      -artifact_prefix="$out/crash_${target}_" "$out/work_$target" "$out/corpus/$target"
+  } >"$out/$target.log" 2>&1
+}
+for target in "${targets[@]}"; do
+  while [ "$(jobs -rp | wc -l)" -ge "$par" ]; do wait -n || true; done
+  rm -f "$out/$target.rc"
+  { one "$target"; echo $? >"$out/$target.rc"; } &
+done
+wait
+status=0
+for target in "${targets[@]}"; do
+  if [ "$(cat "$out/$target.rc" 2>/dev/null)" = 0 ]; then
+    echo "fuzz.sh: $target clean for ${secs}s ($(grep -o 'stat::number_of_executed_units: *[0-9]*' "$out/$target.log" | tail -1 | grep -o '[0-9]*$') inputs)"
+  else
+    cat "$out/$target.log"
+    echo "fuzz.sh: $target FAILED (log above; artifacts: $out/crash_${target}_*)"
     status=1
   fi
 done
