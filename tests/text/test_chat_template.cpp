@@ -203,7 +203,7 @@ void check_golden(const std::string& name, const lvt::text::ChatTemplate* from_c
 }  // namespace
 
 TEST_CASE("chat template goldens: byte-identical to transformers") {
-  for (const char* name : {"smollm2", "qwen2.5", "qwen3", "llama3.2", "mistral_v0.1", "mixtral", "phi4", "tinyllama", "gemma2"}) {
+  for (const char* name : {"smollm2", "qwen2.5", "qwen3", "llama3.1", "llama3.2", "mistral_v0.1", "mistral_v0.3", "mixtral", "phi4", "tinyllama", "gemma2"}) {
     SUBCASE(name) { check_golden(name); }
   }
 }

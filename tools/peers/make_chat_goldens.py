@@ -4,7 +4,8 @@
     $(bash tools/peers-venv)/bin/python tools/peers/make_chat_goldens.py
 
 For every tests/text/templates/NAME.jinja this writes tests/text/goldens/chat_NAME.json: the
-special tokens passed, and per conversation the render (or the exception's message) of
+special tokens passed, and per conversation (conversations(), the same for every template, then
+template_cases(NAME) for that template's own branches) the render (or the exception's message) of
 transformers.utils.chat_template_utils.render_jinja_template with exactly the arguments
 apply_chat_template(tokenize=False) passes: message keys whose value is None dropped,
 {**special_tokens_map, **kwargs}, tools/documents. strftime_now is pinned to FIXED_NOW (the C++
@@ -41,8 +42,10 @@ SPECIAL = {
     "smollm2": {"bos_token": "<|im_start|>", "eos_token": "<|im_end|>", "unk_token": "<|endoftext|>", "pad_token": "<|im_end|>"},
     "qwen2.5": {"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"},
     "qwen3": None,  # read from the real tokenizer_config.json
+    "llama3.1": {"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>"},
     "llama3.2": {"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>"},
     "mistral_v0.1": {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"},
+    "mistral_v0.3": {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"},
     "mixtral": {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"},
     "phi4": {"bos_token": "<|endoftext|>", "eos_token": "<|im_end|>", "pad_token": "<|dummy_85|>"},
     "tinyllama": {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "</s>"},
@@ -109,6 +112,71 @@ def conversations():
     cases.append({"name": "date_string_given", "messages": user, "add_generation_prompt": True, "extra": {"date_string": "01 Jan 2025"}})
     cases.append({"name": "content_none_dropped", "messages": [{"role": "user", "content": "hi", "name": None}], "add_generation_prompt": True, "extra": {}})
     return cases
+
+
+def call(name, arguments, call_id=None):
+    c = {"type": "function", "function": {"name": name, "arguments": arguments}}
+    if call_id is not None:
+        c["id"] = call_id
+    return c
+
+
+# Conversations for one template's own branches, on top of conversations() (which every template gets).
+def template_cases(name):
+    def case(case_name, messages, add_generation_prompt=True, **extra):
+        return {"name": case_name, "messages": messages, "add_generation_prompt": add_generation_prompt, "extra": extra}
+
+    sys_user = [{"role": "system", "content": "You can check the weather."}, {"role": "user", "content": "Weather in Paris?"}]
+    if name == "llama3.1":
+        paris = call("get_current_weather", {"location": "Paris, France", "unit": "celsius"})
+        search = call("brave_search", {"query": "Menlo Park weather"})
+        return [
+            case("tools_in_system_message", sys_user, tools=[WEATHER_TOOL], tools_in_user_message=False),
+            case("custom_tools_kwarg", [{"role": "user", "content": "Weather in Oslo?"}], custom_tools=[WEATHER_TOOL]),
+            case("tools_without_user_raises", [{"role": "system", "content": "Only a system prompt."}], tools=[WEATHER_TOOL]),
+            case("tool_call_ipython_response", sys_user + [
+                {"role": "assistant", "content": "", "tool_calls": [paris]},
+                {"role": "ipython", "content": "{\"temperature\": 18}"},
+                {"role": "assistant", "content": "It is 18 degrees in Paris."},
+                {"role": "user", "content": "Thanks!"}], tools=[WEATHER_TOOL], tools_in_user_message=False),
+            case("tool_response_mapping", sys_user + [
+                {"role": "assistant", "tool_calls": [paris]},
+                {"role": "tool", "content": {"temperature": 18, "sky": "clear"}}], tools=[WEATHER_TOOL]),
+            case("builtin_tools", [{"role": "system", "content": "You are a helpful assistant."}, {"role": "user", "content": "Search the weather in Menlo Park."}],
+                 builtin_tools=["brave_search", "wolfram_alpha", "code_interpreter"]),
+            case("builtin_tool_call", [{"role": "user", "content": "Search the weather in Menlo Park."},
+                                       {"role": "assistant", "tool_calls": [search]},
+                                       {"role": "ipython", "content": "Sunny, 22 C"}], builtin_tools=["brave_search", "wolfram_alpha"]),
+            case("builtin_and_custom_tools", sys_user + [{"role": "assistant", "tool_calls": [paris]}, {"role": "tool", "content": "18 C"}],
+                 builtin_tools=["brave_search"], tools=[WEATHER_TOOL], tools_in_user_message=False, date_string="02 Feb 2025"),
+            case("builtin_tool_call_int_argument_raises", [{"role": "user", "content": "Top 3 results?"},
+                                                           {"role": "assistant", "tool_calls": [call("brave_search", {"query": "x", "count": 3})]}],
+                 builtin_tools=["brave_search"]),
+        ]
+    if name == "mistral_v0.3":
+        paris = call("get_current_weather", {"location": "Paris, France", "unit": "celsius"}, "abcDEF123")
+        lyon = call("get_current_weather", {"location": "Lyon"}, "9zY8xW7vU")
+        with_return = {"type": "function", "function": dict(WEATHER_TOOL["function"], name="get_temperature", **{"return": {"type": "number"}})}
+        return [
+            case("tool_call_ids", sys_user + [
+                {"role": "assistant", "content": None, "tool_calls": [paris]},
+                {"role": "tool", "tool_call_id": "abcDEF123", "name": "get_current_weather", "content": "{\"temperature\": 18}"},
+                {"role": "assistant", "content": " It is 18 degrees in Paris. "},
+                {"role": "user", "content": "And in Lyon?"}], tools=[WEATHER_TOOL]),
+            case("parallel_tool_calls", sys_user + [
+                {"role": "assistant", "tool_calls": [paris, lyon]},
+                {"role": "tool", "tool_call_id": "abcDEF123", "content": "18"},
+                {"role": "tool_results", "tool_call_id": "9zY8xW7vU", "content": {"content": {"temperature": 16, "sky": "rain"}}}],
+                 add_generation_prompt=False, tools=[WEATHER_TOOL]),
+            case("tool_with_return_key", [{"role": "user", "content": "Weather in Rome?"}], tools=[with_return, WEATHER_TOOL]),
+            case("bad_tool_call_id_raises", sys_user + [{"role": "assistant", "tool_calls": [call("get_current_weather", {"location": "Paris"}, "call_1")]}]),
+            case("bad_tool_result_id_raises", sys_user + [{"role": "assistant", "tool_calls": [paris]},
+                                                          {"role": "tool", "tool_call_id": "abcDEF12", "content": "18"}]),
+            case("assistant_first_raises", [{"role": "assistant", "content": "Hi"}, {"role": "user", "content": "Hello"}]),
+            case("system_then_two_assistants_raises", sys_user + [{"role": "assistant", "content": "a"}, {"role": "assistant", "content": "b"}]),
+            case("unknown_role_raises", [{"role": "user", "content": "Hi"}, {"role": "developer", "content": "Be brief."}]),
+        ]
+    return []
 
 
 def render(template, special, case):
@@ -201,7 +269,7 @@ def main():
             special = dict(qwen3_tok.special_tokens_map)
             assert template == qwen3_tok.chat_template, "qwen3.jinja differs from the tokenizer config's template"
         results = []
-        for case in conversations():
+        for case in conversations() + template_cases(name):
             entry = {k: case[k] for k in ("name", "messages", "add_generation_prompt", "extra")}
             try:
                 entry["expected"] = render(template, special, case)
