@@ -226,7 +226,7 @@ inline ModelConfig gguf_llama_config(const GgufHeader& h, const std::string& sou
 
 // An opened llama GGUF file: config from metadata, every weight slot located and checked for
 // shape and a dequantizable type before any value is read.
-class GgufModel {
+class GgufModel : public SlotReader<GgufModel> {
  public:
   explicit GgufModel(const std::filesystem::path& path, const ModelConfig* expected = nullptr)
       : file_(path), config_(gguf_llama_config(file_.header(), path.string())) {
@@ -287,27 +287,7 @@ class GgufModel {
                       out.data() + r * cols, what);
     }
   }
-  std::vector<float> read(std::size_t i) const {
-    std::vector<float> v(std::size_t(slots_[i].numel()));
-    read(i, v);
-    return v;
-  }
-  std::int64_t largest_slot_numel() const {
-    std::int64_t m = 0;
-    for (const auto& s : slots_) m = std::max(m, s.numel());
-    return m;
-  }
-
-  // As HfModel::for_each_weight: every slot in order, as fp32, through one reused buffer.
-  void for_each_weight(
-      const std::function<void(const WeightSlot&, std::span<const float>)>& visit) const {
-    std::vector<float> buf(static_cast<std::size_t>(largest_slot_numel()));
-    for (std::size_t i = 0; i < slots_.size(); ++i) {
-      std::span<float> v(buf.data(), std::size_t(slots_[i].numel()));
-      read(i, v);
-      visit(slots_[i], v);
-    }
-  }
+  using SlotReader<GgufModel>::read;
 
  private:
   static std::string ne_str(const std::vector<std::uint64_t>& ne) {

@@ -8,6 +8,7 @@
 // ([2 ffn, hidden]: gate rows, then up); lvt SPLITS them on load into q/k/v and gate/up, which
 // is zero-copy because the parts are contiguous row ranges. Adapters and merges use the split
 // names for every architecture; a merge writes back into the fused rows (see hf_merge.hpp).
+#include <algorithm>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -15,6 +16,7 @@
 #include <type_traits>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "lvt/error.hpp"
@@ -55,6 +57,46 @@ struct WeightSlot {
     for (auto d : shape) n *= d;
     return n;
   }
+};
+
+// What every weight source (HfModel, GgufModel) offers on top of its own `slots()` and
+// `read(i, span)`: a slot as a new vector, lookup by name, and a visit of every weight through
+// one reused buffer. Derived supplies slots() and read(std::size_t, std::span<float>).
+template <class Derived>
+class SlotReader {
+ public:
+  std::vector<float> read(std::size_t i) const {
+    std::vector<float> v(std::size_t(self().slots()[i].numel()));
+    self().read(i, std::span<float>(v));
+    return v;
+  }
+  const WeightSlot* find_slot(std::string_view name) const {
+    for (const auto& s : self().slots())
+      if (s.name == name) return &s;
+    return nullptr;
+  }
+  std::int64_t largest_slot_numel() const {
+    std::int64_t m = 0;
+    for (const auto& s : self().slots()) m = std::max(m, s.numel());
+    return m;
+  }
+
+  // Visits every weight in order with its values as float, through ONE reused buffer of the
+  // largest tensor's size: the host memory a load needs beyond the visitor's own output.
+  // Quantizing loaders pass a visitor that quantizes `values` into their storage.
+  void for_each_weight(
+      const std::function<void(const WeightSlot&, std::span<const float>)>& visit) const {
+    const auto& slots = self().slots();
+    std::vector<float> buf(static_cast<std::size_t>(largest_slot_numel()));
+    for (std::size_t i = 0; i < slots.size(); ++i) {
+      std::span<float> v(buf.data(), std::size_t(slots[i].numel()));
+      self().read(i, v);
+      visit(slots[i], v);
+    }
+  }
+
+ private:
+  const Derived& self() const { return static_cast<const Derived&>(*this); }
 };
 
 // Canonical name of a projection weight: model.layers.N.{self_attn|mlp}.NAME.weight.
@@ -196,7 +238,7 @@ inline std::string config_mismatch(const ModelConfig& expected, const ModelConfi
 // An opened Hugging Face folder. Construction reads config.json, compares it with `expected`
 // when given, maps the safetensors files and checks that every weight the config implies is
 // there with the right shape and a floating dtype, before a single value is read.
-class HfModel {
+class HfModel : public SlotReader<HfModel> {
  public:
   explicit HfModel(const std::filesystem::path& dir, const ModelConfig* expected = nullptr)
       : dir_(dir), config_(read_hf_config(dir / "config.json")),
@@ -224,34 +266,7 @@ class HfModel {
                   slots_[i].name + "' needs " + std::to_string(slots_[i].numel()));
     convert_to_float(src.info->dtype, src.bytes().data(), out.size(), out.data(), what);
   }
-  std::vector<float> read(std::size_t i) const {
-    std::vector<float> v(std::size_t(slots_[i].numel()));
-    read(i, v);
-    return v;
-  }
-  const WeightSlot* find_slot(std::string_view name) const {
-    for (const auto& s : slots_)
-      if (s.name == name) return &s;
-    return nullptr;
-  }
-  std::int64_t largest_slot_numel() const {
-    std::int64_t m = 0;
-    for (const auto& s : slots_) m = std::max(m, s.numel());
-    return m;
-  }
-
-  // Visits every weight in order with its values as float, through ONE reused buffer of the
-  // largest tensor's size: the host memory a load needs beyond the visitor's own output.
-  // Quantizing loaders pass a visitor that quantizes `values` into their storage.
-  void for_each_weight(
-      const std::function<void(const WeightSlot&, std::span<const float>)>& visit) const {
-    std::vector<float> buf(static_cast<std::size_t>(largest_slot_numel()));
-    for (std::size_t i = 0; i < slots_.size(); ++i) {
-      std::span<float> v(buf.data(), std::size_t(slots_[i].numel()));
-      read(i, v);
-      visit(slots_[i], v);
-    }
-  }
+  using SlotReader<HfModel>::read;
 
  private:
   WeightSource locate(const WeightSlot& s) const {
