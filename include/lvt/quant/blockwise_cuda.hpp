@@ -244,7 +244,7 @@ inline const float* device_dynamic_map() {
 // ---- launchers -----------------------------------------------------------------------------
 // `bad` may be null; when given it must hold all ones (reset_nonfinite) before the launch.
 template <class T>
-inline void launch_quantize_4bit(Code4 c, const T* x, std::int64_t n, int block,
+void launch_quantize_4bit(Code4 c, const T* x, std::int64_t n, int block,
                                  std::uint8_t* packed, float* absmax, unsigned long long* bad,
                                  cudaStream_t stream) {
   const unsigned grid = grid_for(blocks_of(n, block), kernels::warps_per_cta);
@@ -273,7 +273,7 @@ inline void launch_double_quantize(const float* absmax, std::int64_t nblocks, co
 }
 
 template <class T>
-inline void launch_quantize_dynamic(const T* x, std::int64_t n, int block, std::uint8_t* codes,
+void launch_quantize_dynamic(const T* x, std::int64_t n, int block, std::uint8_t* codes,
                                     float* absmax, unsigned long long* bad, cudaStream_t stream) {
   const unsigned grid = grid_for(blocks_of(n, block), kernels::warps_per_cta);
   kernels::quantize_dynamic<T><<<grid, 32 * kernels::warps_per_cta, 0, stream>>>(
@@ -285,7 +285,7 @@ inline void launch_quantize_dynamic(const T* x, std::int64_t n, int block, std::
 // absmax = nullptr, codes / nested / offset from the checkpoint and `code_map` its 256-entry
 // nested_quant_map in device memory (nullptr: lvt's dynamic map).
 template <class TOut>
-inline void launch_dequantize_4bit(Code4 c, const std::uint8_t* packed, const float* absmax,
+void launch_dequantize_4bit(Code4 c, const std::uint8_t* packed, const float* absmax,
                                    const std::uint8_t* codes, const float* nested, float offset,
                                    std::int64_t n, int block, TOut* out, cudaStream_t stream,
                                    const float* code_map = nullptr) {
@@ -313,14 +313,14 @@ inline void launch_dequantize_4bit(Code4 c, const std::uint8_t* packed, const fl
 }
 
 template <class T>
-inline void launch_quantize_int8(const T* x, std::int64_t n, int block, std::int8_t* q,
+void launch_quantize_int8(const T* x, std::int64_t n, int block, std::int8_t* q,
                                  float* absmax, unsigned long long* bad, cudaStream_t stream) {
   const unsigned grid = grid_for(blocks_of(n, block), kernels::warps_per_cta);
   kernels::quantize_int8<T><<<grid, 32 * kernels::warps_per_cta, 0, stream>>>(x, n, block, q, absmax, bad);
   cuda_check(cudaGetLastError(), "quantize_int8 launch");
 }
 template <class TOut>
-inline void launch_dequantize_int8(const std::int8_t* q, const float* absmax, std::int64_t n,
+void launch_dequantize_int8(const std::int8_t* q, const float* absmax, std::int64_t n,
                                    int block, TOut* out, cudaStream_t stream) {
   kernels::dequantize_int8<TOut><<<grid_for(n, 256), 256, 0, stream>>>(q, absmax, n, log2_block(block), out);
   cuda_check(cudaGetLastError(), "dequantize_int8 launch");

@@ -1,0 +1,4 @@
+// The CUDA launchers and kernels of every op for float storage, compiled once for lvt's own build
+// (library lvt_cuda_kernels; see include/lvt/ops/cuda_instances.hpp).
+#define LVT_CUDA_INSTANTIATE float
+#include "lvt/ops/cuda_instances.hpp"
