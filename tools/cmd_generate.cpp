@@ -1,5 +1,7 @@
 // `lvt generate`: text from a model (and optionally a PEFT adapter) with a KV cache, streamed to
-// stdout as it is produced. Runs on the host backend (the CUDA backend has no decode path yet).
+// stdout as it is produced. Runs on the host backend, or with --backend cuda on the CUDA
+// backend's decode path (generate_job.hpp holds the part both share; cuda_commands.cu its CUDA
+// instantiation).
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -13,7 +15,7 @@
 #include "lvt/text/chat_template.hpp"
 #include "lvt/text/stream.hpp"
 #include "lvt/text/tokenizer.hpp"
-#include "train_common.hpp"
+#include "generate_job.hpp"
 
 namespace {
 
@@ -45,9 +47,13 @@ const char* generate_help =
     "  --ignore-eos            do not stop at eos (benchmarks)\n"
     "  --print-ids             print the new token ids (one line) instead of the text\n"
     "  --quant ...             base weights quantized as in training (default nf4, as lvt train);\n"
-    "                          --quant none keeps the model's weights as they are (in fp32)\n"
-    "  --backend auto|host     where it runs: the host backend (the CUDA backend has no decode\n"
-    "                          path yet; --backend cuda is refused)\n";
+    "                          --quant none keeps the model's weights as they are (in fp32 on\n"
+    "                          the host, bf16 / fp16 on the GPU)\n"
+    "  --backend auto|host|cuda  where it runs: auto and host take the host backend (the fp32\n"
+    "                          reference); cuda the GPU (bf16, fp16 on sm_75 or with --precision\n"
+    "                          fp16), which fails with the reason when no GPU is usable. auto\n"
+    "                          stays on the host while the CUDA decode path is new (it has not\n"
+    "                          run on a GPU yet)\n";
 
 nlohmann::json read_json_file(const fs::path& p) {
   std::ifstream f(p, std::ios::binary);
@@ -104,11 +110,8 @@ int lvt_cmd_generate(int argc, char** argv) {
   const int prompts = a.has("--prompt") + a.has("--chat") + a.has("--prompt-ids");
   if (prompts != 1) throw Error("give one of --prompt TEXT, --chat TEXT or --prompt-ids LIST");
   const std::string backend = a.get("--backend", "auto");
-  if (backend == "cuda")
-    throw Error("--backend cuda: lvt generate runs on the host backend; the CUDA backend has no "
-                "decode path yet");
-  if (backend != "auto" && backend != "host")
-    throw Error("--backend '" + backend + "': expected auto or host");
+  if (backend != "auto" && backend != "host" && backend != "cuda")
+    throw Error("--backend '" + backend + "': expected auto, host or cuda");
 
   const ModelConfig model = cli::model_of(a);
   const fs::path model_dir = fs::is_directory(a.get("--model")) ? fs::path(a.get("--model")) : fs::path();
@@ -179,7 +182,7 @@ int lvt_cmd_generate(int argc, char** argv) {
   options.batch = 1;
   if (!a.has("--seq")) options.seq = 1;
   options.lora_dropout = 0;
-  io::LoraAdapter adapter;
+  io::LoraAdapter adapter;  // its config sets the plan's LoRA; the run loads the tensors again
   if (a.has("--adapter")) {
     for (const char* f : {"--lora-r", "--lora-alpha", "--targets", "--sparse", "--rslora"})
       if (a.has(f))
@@ -208,29 +211,17 @@ int lvt_cmd_generate(int argc, char** argv) {
                 std::to_string(context) + (a.has("--context") ? " (--context)" : " (max_position_embeddings)"));
   options.generate_context = int(context);
 
-  Run run = cli::make_run<Run>(a, model, options);
-  std::fprintf(stderr, "backend: host (fp32 reference%s)\n",
+  cli::GenerateJob job{a, model, options, {}, prompt, context, adapter.config, adapter.pairs.size(), {}};
+  if (backend == "cuda") {
+    job.backend = cli::choose_backend(a, options);  // the GPU, or an error saying why not
+    job.options.precision = job.backend.precision;
+  } else {
+    job.backend.line = backend == "host" ? "backend: host (fp32 reference; --backend host)"
 #if LVT_HAVE_CUDA_BACKEND
-               "; the CUDA backend has no decode path yet"
+                                         : "backend: host (fp32 reference; --backend cuda generates on the GPU)";
 #else
-               ""
+                                         : "backend: host (fp32 reference)";
 #endif
-  );
-  std::fprintf(stderr, "%s\n%s\n", cli::model_line(a, model).c_str(),
-               cli::plan_line(run.backend().plan()).c_str());
-  std::fprintf(stderr, "generate: KV cache %s for %lld tokens; %s\n",
-               plan::format_bytes(run.backend().plan().summary.kind_bytes[int(plan::Kind::kv_cache)]).c_str(),
-               static_cast<long long>(context),
-               g.temperature > 0
-                   ? ("sampling (temperature " + std::to_string(g.temperature) + ", top-k " +
-                      std::to_string(g.top_k) + ", top-p " + std::to_string(g.top_p) + ", seed " +
-                      std::to_string(g.seed) + ")")
-                         .c_str()
-                   : "greedy");
-  if (a.has("--adapter")) {
-    run.load_adapter(a.get("--adapter"));
-    std::fprintf(stderr, "adapter: %s (r %d, alpha %g, %zu pairs)\n", a.get("--adapter").c_str(),
-                 adapter.config.r, adapter.config.alpha, adapter.pairs.size());
   }
 
   const bool print_ids = a.has("--print-ids") || !tok;
@@ -248,7 +239,15 @@ int lvt_cmd_generate(int argc, char** argv) {
     }
     return true;
   };
-  const GenerateResult r = run.generate(prompt, g);
+  job.g = std::move(g);
+  GenerateResult r;
+  if (job.backend.cuda) {
+#if LVT_HAVE_CUDA_BACKEND
+    r = lvt_generate_cuda(job);
+#endif
+  } else {
+    r = cli::generate_job<Run>(job);
+  }
   if (stream) {
     const std::string rest = stream->finish();
     std::fwrite(rest.data(), 1, rest.size(), stdout);

@@ -149,8 +149,9 @@ inline std::int32_t pick(std::span<const float> logits, const GenerateOptions& g
 
 }  // namespace sampling
 
-// Generates after `prompt` on sequence `seq` of a backend with a decode path (HostBackend):
-// decode(seq, ids, n, pos) -> logits [vocab], generate_context(), model().vocab.
+// Generates after `prompt` on sequence `seq` of a backend with a decode path (HostBackend,
+// CudaBackend): decode(seq, ids, n, pos) -> logits [vocab] on the host, generate_context(),
+// model().vocab.
 template <class Backend>
 GenerateResult generate(Backend& b, std::span<const std::int32_t> prompt, const GenerateOptions& g,
                         int seq = 0) {

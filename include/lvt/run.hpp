@@ -440,15 +440,10 @@ class BasicRun {
  public:
   // New tokens after `prompt` (sequence `seq` of the batch), with the run's weights and adapter
   // (no dropout), on the plan's KV cache: the options must set generate_context (prompt + new
-  // tokens). The host backend has the decode path; the CUDA backend has none yet.
+  // tokens). Both backends have the decode path (decode, generate_context).
   GenerateResult generate(std::span<const std::int32_t> prompt, const GenerateOptions& g,
                           int seq = 0) {
-    if constexpr (requires(Backend& b, const std::int32_t* t) { b.decode(0, t, 1, 0); }) {
-      return lvt::generate(*b_, prompt, g, seq);
-    } else {
-      throw Error(std::string("generate: the ") + Backend::name() +
-                  " backend has no decode path yet; generate on the host backend (lvt::Run)");
-    }
+    return lvt::generate(*b_, prompt, g, seq);
   }
 
   // Adapter, AdamW moments, step, data position and seed, written atomically.

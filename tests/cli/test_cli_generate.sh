@@ -2,7 +2,8 @@
 # `lvt generate` end to end on tiny random-weight models (seconds): text streams to stdout with
 # a summary line on stderr, --chat renders the chat template, sampling is reproducible per seed,
 # eos from generation_config.json stops, generation_config.json's do_sample sets the default,
-# `lvt plan --generate-context` shows the KV cache, and bad input stops with a clear message.
+# `lvt plan --generate-context` shows the KV cache, bad input stops with a clear message, and
+# --backend cuda runs on a GPU or says why it cannot.
 # usage: test_cli_generate.sh LVT SOURCE_ROOT
 set -u
 lvt=$1
@@ -82,12 +83,30 @@ expect 0 "KV cache for 200 tokens" -- plan --model "$tmp/model/config.json" --se
 
 # 7. Bad input.
 expect 1 "give one of --prompt TEXT, --chat TEXT or --prompt-ids LIST" -- generate "${m[@]}"
-expect 1 "the CUDA backend has no decode path yet" -- generate "${m[@]}" --prompt x --backend cuda
+expect 1 "--backend 'gpu': expected auto, host or cuda" -- generate "${m[@]}" --prompt x --backend gpu
 expect 1 "needs a tokenizer" -- generate --model "$tmp/model" --random-weights 1 --prompt x
 expect 1 "--prompt-ids '5000': expected an integer from 0 to 1023" -- generate "${m[@]}" --prompt-ids 1,5000
 expect 1 "--top-p must be in (0, 1]" -- generate "${m[@]}" --prompt x --top-p 0
 expect 1 "--context 300 exceeds the model's max_position_embeddings 256" -- generate "${m[@]}" --prompt x --context 300
 expect 1 "no tokenizer.json there" -- generate "${m[@]}" --tokenizer "$tmp" --prompt x
+
+# 8. --backend: auto and host run on the host; cuda on the GPU when one is usable (the backend
+# line says so), else it stops with the reason (no GPU, or an lvt built without CUDA).
+"$lvt" generate "${m[@]}" --prompt x --max-new-tokens 2 >/dev/null 2>"$tmp/err"
+grep -q "^backend: host (fp32 reference" "$tmp/err" || { fail "auto: no host backend line"; cat "$tmp/err"; }
+"$lvt" generate "${m[@]}" --prompt x --max-new-tokens 2 --backend host >/dev/null 2>"$tmp/err"
+grep -q "^backend: host (fp32 reference; --backend host)" "$tmp/err" || { fail "--backend host line"; cat "$tmp/err"; }
+out=$("$lvt" generate "${m[@]}" --prompt "Hello world" --max-new-tokens 6 --ignore-eos --print-ids --backend cuda 2>"$tmp/err")
+rc=$?
+if [ "$rc" = 0 ]; then
+  grep -q "^backend: cuda (" "$tmp/err" && grep -q "6 new tokens;.*stop: max_new_tokens$" "$tmp/err" &&
+    [ "$(wc -w <<<"$out")" = 6 ] || { fail "--backend cuda ran but said otherwise"; cat "$tmp/err"; }
+  echo "ok: --backend cuda generated on the GPU: $out"
+else
+  [ "$rc" = 1 ] && grep -qF -- "--backend cuda: " "$tmp/err" ||
+    { fail "--backend cuda: status $rc without the reason"; cat "$tmp/err"; }
+  echo "ok: --backend cuda refused here: $(tail -1 "$tmp/err")"
+fi
 
 [ "$fails" = 0 ] || exit 1
 echo "all generate checks passed"

@@ -14,6 +14,7 @@
 
 #include "lvt/ops/adamw.hpp"
 #include "lvt/ops/attention.hpp"
+#include "lvt/ops/decode_attention.hpp"
 #include "lvt/ops/embedding.hpp"
 #include "lvt/ops/residual.hpp"
 #include "lvt/ops/rmsnorm.hpp"
@@ -198,6 +199,43 @@ void attention_case(int D, const std::vector<std::int32_t>& positions = {}) {
   check_close(ddv.get(), dv, tolerance<S>, "attention dv");
 }
 
+// ---- decode attention over a KV cache ---------------------------------------------------------
+
+// `rows` query rows at positions pos0.. against a cache of `context` rows whose positions after
+// the last query are NaN (a kernel that reads past its keys fails); out starts NaN (every element
+// must be written). Against the host reference on the same S-rounded inputs.
+template <class S>
+void decode_attention_case(int D, int H, int KV, int rows, int pos0, int context, std::uint64_t seed) {
+  INFO(storage_name<S> << " head_dim " << D << ", heads " << H << ", kv_heads " << KV << ", rows "
+                       << rows << " at position " << pos0);
+  REQUIRE(pos0 + rows <= context);
+  const std::size_t nq = std::size_t(rows) * H * D, row_kv = std::size_t(KV) * D;
+  const auto q = rounded<S>(random_floats(nq, seed, -2.5f, 2.5f));
+  auto k = rounded<S>(random_floats(std::size_t(context) * row_kv, seed + 1));
+  auto v = rounded<S>(random_floats(std::size_t(context) * row_kv, seed + 2));
+  for (std::size_t i = std::size_t(pos0 + rows) * row_kv; i < k.size(); ++i) k[i] = v[i] = NAN;
+  std::vector<float> out(nq), row(std::size_t(ops::decode_attention::scratch_elems(context)));
+  ops::decode_attention::forward(out.data(), row.data(), q.data(), k.data(), v.data(), rows, pos0, H,
+                                 KV, D);
+  Dev<S> dq(q), dk(k), dv(v), dout{std::vector<float>(nq, NAN)};
+  ops::decode_attention::cuda::forward(dout.p, dq.p, dk.p, dv.p, rows, pos0, H, KV, D, nullptr);
+  check_close(dout.get(), out, tolerance<S>, "decode attention");
+}
+
+template <class S>
+void decode_attention_suite() {
+  std::uint64_t seed = 3000;
+  const int context = 1100;
+  for (int D : {64, 128, 80, 40, 256})
+    for (auto [H, KV] : {std::pair{8, 8}, std::pair{8, 2}, std::pair{6, 1}}) {
+      for (int pos0 : {0, 1, 3, 4, 5, 130, 1099})  // one row (a decode step); fewer keys than warps
+        decode_attention_case<S>(D, H, KV, 1, pos0, context, seed += 10);
+      decode_attention_case<S>(D, H, KV, 64, 0, context, seed += 10);    // a whole prefill chunk
+      decode_attention_case<S>(D, H, KV, 16, 64, context, seed += 10);   // the next, part chunk
+      decode_attention_case<S>(D, H, KV, 37, 900, context, seed += 10);  // a chunk deep in the cache
+    }
+}
+
 // ---- tiled (tensor-core) attention -------------------------------------------------------------
 
 // The reference norm has a floor of 1e-3 RMS per element: at seq 1 there is one key,
@@ -366,6 +404,22 @@ TEST_CASE("attention kernels over packed rows (random positions) vs host, fp32 (
       attention_case<bf16>(D, pos);
       attention_case<fp16>(D, pos);
     }
+}
+
+TEST_CASE("decode attention over a KV cache vs host: fp32, bf16, fp16; GQA; decode rows and prefill chunks") {
+  decode_attention_suite<float>();
+  decode_attention_suite<bf16>();
+  decode_attention_suite<fp16>();
+}
+
+TEST_CASE("decode attention refuses what the host refuses, and head_dim above 256") {
+  float* p = nullptr;
+  CHECK_THROWS_WITH(ops::decode_attention::cuda::forward(p, p, p, p, 0, 0, 8, 2, 64, nullptr),
+                    doctest::Contains("rows must be positive"));
+  CHECK_THROWS_WITH(ops::decode_attention::cuda::forward(p, p, p, p, 1, 0, 8, 3, 64, nullptr),
+                    doctest::Contains("multiple of kv_heads"));
+  CHECK_THROWS_WITH(ops::decode_attention::cuda::forward(p, p, p, p, 1, 0, 8, 2, 288, nullptr),
+                    doctest::Contains("at most 256"));
 }
 
 TEST_CASE("rmsnorm kernels vs host, fp32 and bf16") {

@@ -43,6 +43,7 @@
 #include "lvt/ops/adamw.hpp"
 #include "lvt/ops/attention.hpp"
 #include "lvt/ops/cross_entropy.hpp"
+#include "lvt/ops/decode_attention.hpp"
 #include "lvt/ops/embedding.hpp"
 #include "lvt/ops/grad_clip.hpp"
 #include "lvt/ops/linear.hpp"
@@ -339,6 +340,75 @@ class CudaBackend {
     return evaluate(tokens, targets, nullptr);
   }
 
+  // ---- generation (a plan with generate_context > 0): the host backend's contract ----
+  // Tokens [0, n) of sequence `seq` (< batch) at positions pos .. pos + n - 1 run through every
+  // layer (prefill in chunks of plan::generate_rows, decode one at a time) with the step's block
+  // code, weights, biases and RoPE, and the LoRA adapters without dropout; their keys and values
+  // go into the KV cache, attention reads the cache (ops/decode_attention.hpp). Returns the fp32
+  // logits [vocab] of the last token, copied to a host buffer (valid until the next call).
+  // Runs eagerly on the compute stream (no graph) and waits for it before returning; it uses
+  // only the plan's resident kv_cache and workspace.generate buffers (with streamed weights also
+  // ring slot 0 between steps, when no step buffer is live), so it may run between steps.
+  i64 generate_context() const { return opt_.generate_context; }
+  const float* decode(int seq, const std::int32_t* tokens, i64 n, i64 pos) {
+    if (idx_.b_kv < 0)
+      throw Error("generation needs a plan with a KV cache: set PlanOptions::generate_context "
+                  "(lvt::Generate<Context>, lvt plan --generate-context N)");
+    if (seq < 0 || seq >= opt_.batch)
+      throw Error("decode: sequence " + std::to_string(seq) + " is outside the planned batch of " +
+                  std::to_string(opt_.batch));
+    if (n <= 0 || pos < 0 || pos + n > opt_.generate_context)
+      throw Error("decode: positions " + std::to_string(pos) + ".." + std::to_string(pos + n - 1) +
+                  " do not fit the KV cache of generate_context " +
+                  std::to_string(opt_.generate_context) + " tokens");
+    check_tokens(tokens, n, store_.vocab);
+    const plan::GenerateWork gw = plan::generate_work(store_, opt_);
+    std::byte* ws = bytes(idx_.b_gen);
+    auto sp = [&](plan::Span x) { return reinterpret_cast<S*>(ws + x.offset); };
+    auto fp = [&](plan::Span x) { return reinterpret_cast<float*>(ws + x.offset); };
+    const i64 H = store_.hidden, half = store_.rotary_dim() / 2, rows = plan::generate_rows(opt_);
+    const cudaStream_t st = compute();
+    // Weights and adapters uploaded by plain cudaMemcpy (legacy stream) land before the chunk.
+    LVT_CUDA_CHECK(cudaDeviceSynchronize());
+    if (!decode_tables_ready_) {  // every position of the context, once
+      ops::rope::cuda::tables(fp(gw.cos), fp(gw.sin), control()->inv_freq, opt_.generate_context,
+                              int(half), st);
+      decode_tables_ready_ = true;
+    }
+    const auto sv = PlanIndex::saved<S, float>(ws + gw.saved_base, gw.saved);
+    // The chunk's token ids for the gather kernel live in attn_row (context * 4 bytes >= rows
+    // ids): the host's score row, which the CUDA kernel, with its online softmax, does not need.
+    auto* ids = reinterpret_cast<std::int32_t*>(ws + gw.attn_row.offset);
+    for (i64 c0 = 0; c0 < n; c0 += rows) {
+      const i64 r = std::min(rows, n - c0), at = pos + c0;
+      S* x = sp(gw.x);
+      S* y = sp(gw.y);
+      LVT_CUDA_CHECK(cudaMemcpyAsync(ids, tokens + c0, std::size_t(r) * 4, cudaMemcpyHostToDevice, st));
+      // A pinned table (streamed, untied) is read in place over PCIe, as in the step.
+      ops::embedding::cuda::forward(x, ids, s_(idx_.b_embed), r, H, st);
+      model::BlockDims d = idx_.dims();
+      d.batch = 1;
+      d.seq = r;
+      const model::BlockForwardWork<S, float> w{sp(gw.act), nullptr, fp(gw.cos) + at * half,
+                                                fp(gw.sin) + at * half};
+      for (int l = 0; l < store_.layers; ++l) {
+        DecodeOps L = decode_ops(l, gw, ws, seq, at);
+        model::block_forward(L, d, sv, w, x, y);
+        std::swap(x, y);
+      }
+      if (c0 + r < n) continue;
+      ops::rmsnorm::cuda::forward(sp(gw.xf), fp(gw.rstd), x + (r - 1) * H, final_norm(), 1, H,
+                                  store_.norm_eps, st);
+      gemm_->run<S, float>(fp(gw.logits), sp(gw.xf), lm_head(), 1, store_.vocab, H, false, true,
+                           1.0f, 0.0f, st);
+    }
+    logits_host_.resize(std::size_t(store_.vocab));
+    LVT_CUDA_CHECK(cudaMemcpyAsync(logits_host_.data(), fp(gw.logits), logits_host_.size() * 4,
+                                   cudaMemcpyDeviceToHost, st));
+    LVT_CUDA_CHECK(cudaStreamSynchronize(st));
+    return logits_host_.data();
+  }
+
   // The device memory in use now by everything (cudaMemGetInfo), for the peak-memory test.
   static i64 device_used_bytes() {
     std::size_t free_b = 0, total_b = 0;
@@ -364,6 +434,8 @@ class CudaBackend {
   std::array<cudaGraphExec_t, 3> graphs_{};
   std::array<int, 3> eager_runs_{};
   bool use_graphs_ = true;
+  bool decode_tables_ready_ = false;  // the decode scratch's RoPE tables are computed
+  std::vector<float> logits_host_;    // decode's logits, copied back
   // What the host-stream optimizer (offloaded) reads and writes while a graph runs.
   struct HostOptimizer {
     CudaBackend* self = nullptr;
@@ -562,6 +634,93 @@ class CudaBackend {
                  train ? float(opt_.lora_dropout) : 0.0f};
     }
     return L;
+  }
+
+  // A layer's Ops for generation: the step's, with attention over the KV cache and LoRA on the
+  // fp32 adapters. block_forward calls attention_forward with this chunk's k and v (after RoPE):
+  // they are copied into the cache at `pos`, and the chunk's queries attend to every cached
+  // position up to their own.
+  //
+  // Linear layers take the step's path for every row count: a quantized weight is dequantized
+  // whole into the 16-bit scratch, then one cuBLASLt GEMM (M = rows; M = 1 for a decode step).
+  // What that costs a decode step, per NF4 projection of out x in: the 4-bit codes read (out in /
+  // 2 bytes), the 16-bit weight written and read back (4 out in bytes): ~9x the bytes of a fused
+  // dequantize-and-multiply, and a launch per step of both kernels. Unquantized 16-bit weights
+  // are read once by the GEMM. A GEMV kernel over the codes is the next step for speed.
+  struct DecodeLora {
+    const float* A = nullptr;  // [rank, in], fp32, in the flat LoRA buffer
+    const float* B = nullptr;  // [out, rank]
+  };
+  struct DecodeOps : LayerOps {
+    S* k_cache;  // [context, kv_heads, head_dim] of this layer and sequence
+    S* v_cache;
+    i64 pos;
+    float* h32;  // LoRA h [rows, rank] in fp32 (the decode scratch's LoRA span)
+    i64 rank = 0;
+    float scale = 1;
+    DecodeLora lora32[plan::proj_count];
+    void linear_forward(int p, S* y, const S* x, i64 rows) {
+      LayerOps::linear_forward(p, y, x, rows);  // x W^T (+ bias); its 16-bit LoRA is unbound
+      const DecodeLora& lo = lora32[p];
+      if (!lo.A) return;
+      ops::linear::cuda::lora_forward_fp32(y, h32, x, lo.A, lo.B, rows, this->wl->linear[p].in,
+                                           this->wl->linear[p].out, rank, scale, this->stream);
+    }
+    void attention_forward(S* out, float*, float*, const S* q, const S* k, const S* v, i64, i64 t,
+                           i64 h, i64 kv, i64 hd) {
+      const std::size_t n = std::size_t(t * kv * hd) * sizeof(S);
+      LVT_CUDA_CHECK(cudaMemcpyAsync(k_cache + pos * kv * hd, k, n, cudaMemcpyDeviceToDevice, this->stream));
+      LVT_CUDA_CHECK(cudaMemcpyAsync(v_cache + pos * kv * hd, v, n, cudaMemcpyDeviceToDevice, this->stream));
+      ops::decode_attention::cuda::forward(out, q, k_cache, v_cache, t, pos, h, kv, hd, this->stream);
+    }
+  };
+
+  DecodeOps decode_ops(int l, const plan::GenerateWork& gw, std::byte* ws, int seq, i64 pos) {
+    DecodeOps L;
+    L.stream = compute();
+    L.positions = nullptr;  // the chunk's table rows: w.cos / w.sin start at its first position
+    L.gemm = &*gemm_;
+    L.wl = &idx_.wl;
+    L.o = &opt_;
+    const int wb = idx_.b_weights[std::size_t(l)];
+    if (idx_.buffer(wb).memory == plan::Memory::pinned) {
+      // Streamed weights: the layer into ring slot 0 on the compute stream, then its compute
+      // (serial: every token streams the whole model over PCIe, nothing overlaps).
+      const int slot = decode_slot();
+      LVT_CUDA_CHECK(cudaMemcpyAsync(
+          bytes(slot), bytes(wb), std::size_t(std::min(idx_.buffer(wb).bytes, idx_.buffer(slot).bytes)),
+          cudaMemcpyHostToDevice, L.stream));
+      L.w = bytes(slot);
+    } else {
+      L.w = bytes(wb);
+    }
+    L.dq_offset = dq_offset_.data() + std::size_t(l) * plan::proj_count;
+    L.w_scratch = reinterpret_cast<S*>(ws + gw.weight.offset);
+    L.h = L.dh = L.blk = nullptr;  // the 16-bit LoRA path is not bound (lora[] inactive)
+    L.block_rows = 0;
+    idx_.bind_biases(L.w, L.bias);
+    const i64 kvd = store_.kv_dim(), ctx = opt_.generate_context;
+    S* layer = s_(idx_.b_kv) + plan::kv_cache_layer_bytes(store_, opt_) / i64(sizeof(S)) * l;
+    L.k_cache = layer + i64(seq) * ctx * kvd;
+    L.v_cache = layer + i64(opt_.batch) * ctx * kvd + i64(seq) * ctx * kvd;
+    L.pos = pos;
+    // The LoRA span holds (2 rows rank + 16 widest_in) 16-bit elements: room for rows x rank floats.
+    L.h32 = reinterpret_cast<float*>(ws + gw.lora.offset);
+    if (!idx_.roles.trainable(opt_, l)) return L;
+    L.rank = opt_.lora_rank;
+    L.scale = float(ops::linear::lora_scale(opt_.lora_alpha, opt_.lora_rank, opt_.rslora));
+    const float* params = f(idx_.b_lora);
+    for (const LoraSlice& s : idx_.slices)
+      if (s.layer == l) L.lora32[s.proj] = {params + s.a, params + s.b};
+    return L;
+  }
+
+  // Ring slot 0 of a plan that streams weights (decode copies each layer into it).
+  int decode_slot() const {
+    for (std::size_t b = 0; b < plan().buffers.size(); ++b)
+      if (plan().buffers[b].kind == plan::Kind::weights && plan().buffers[b].role == plan::Role::slot)
+        return int(b);
+    throw Error("decode: the plan streams weights but has no ring slot");
   }
 
   void rope_tables(float* cos, float* sin) {

@@ -287,5 +287,51 @@ void round_params(S* dst, const float* src, std::int64_t n, cudaStream_t stream)
   LVT_CUDA_LAUNCHED("linear::cuda::round_kernel");
 }
 
+// ---- LoRA on the fp32 master adapters (generation) -----------------------------------------
+// y += scale * (x A^T) B^T for a few rows (a decode step, a prefill chunk), reading A [rank, in]
+// and B [out, rank] in fp32 where they live in the flat LoRA buffer: the decode scratch holds no
+// 16-bit copy of a layer's adapters, and the adapters are small beside the weight. h [rows, rank]
+// is fp32; every sum is fp32 (the host's lora_forward in another order). No dropout (eval mode).
+// Down: one warp per h[n, r] (lanes stride `in`, so A's row is read coalesced); up: one thread
+// per y[n, o]. A is read once per row: fine for a few rows, not a training GEMM.
+template <class S>
+__global__ void lora_down_fp32_kernel(float* h, const S* x, const float* A, std::int64_t rows,
+                                      std::int64_t in, std::int64_t rank) {
+  const int lane = threadIdx.x % 32;
+  const std::int64_t warps = std::int64_t(gridDim.x) * (blockDim.x / 32);
+  for (std::int64_t w = (blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x) / 32; w < rows * rank;
+       w += warps) {
+    const std::int64_t n = w / rank, r = w % rank;
+    float s = 0;
+    for (std::int64_t k = lane; k < in; k += 32) s += to_float(x[n * in + k]) * A[r * in + k];
+    for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+    if (lane == 0) h[w] = s;
+  }
+}
+template <class S>
+__global__ void lora_up_fp32_kernel(S* y, const float* h, const float* B, std::int64_t rows,
+                                    std::int64_t out, std::int64_t rank, float scale) {
+  for (std::int64_t i = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; i < rows * out;
+       i += std::int64_t(gridDim.x) * blockDim.x) {
+    const std::int64_t n = i / out, o = i % out;
+    float s = 0;
+    for (std::int64_t r = 0; r < rank; ++r) s += h[n * rank + r] * B[o * rank + r];
+    y[i] = from_float<S>(to_float(y[i]) + scale * s);
+  }
+}
+// h: rows * rank floats of scratch.
+template <class S>
+void lora_forward_fp32(S* y, float* h, const S* x, const float* A, const float* B, std::int64_t rows,
+                       std::int64_t in, std::int64_t out, std::int64_t rank, float scale,
+                       cudaStream_t stream) {
+  if (rows == 0 || rank == 0) return;
+  lora_down_fp32_kernel<S><<<ops::cuda::grid_for(rows * rank * 32), ops::cuda::threads, 0, stream>>>(
+      h, x, A, rows, in, rank);
+  LVT_CUDA_LAUNCHED("linear::cuda::lora_down_fp32_kernel");
+  lora_up_fp32_kernel<S><<<ops::cuda::grid_for(rows * out), ops::cuda::threads, 0, stream>>>(
+      y, h, B, rows, out, rank, scale);
+  LVT_CUDA_LAUNCHED("linear::cuda::lora_up_fp32_kernel");
+}
+
 }  // namespace lvt::ops::linear::cuda
 #endif
