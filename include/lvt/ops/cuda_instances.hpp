@@ -20,6 +20,7 @@
 #include "lvt/ops/adamw.hpp"
 #include "lvt/ops/attention.hpp"
 #include "lvt/ops/cross_entropy.hpp"
+#include "lvt/ops/decode_attention.hpp"
 #include "lvt/ops/embedding.hpp"
 #include "lvt/ops/grad_clip.hpp"
 #include "lvt/ops/linear.hpp"
@@ -94,6 +95,14 @@
                                                      std::int64_t,                               \
                                                      const lvt::ops::linear::cuda::DropoutSite&,       \
                                                      cudaStream_t);                              \
+  PREFIX void lvt::ops::decode_attention::cuda::forward<S>(S*, const S*, const S*, const S*,    \
+                                                           std::int64_t, std::int64_t,         \
+                                                           std::int64_t, std::int64_t,         \
+                                                           std::int64_t, cudaStream_t);        \
+  PREFIX void lvt::ops::linear::cuda::lora_forward_fp32<S>(S*, float*, const S*, const float*,   \
+                                                           const float*, std::int64_t,         \
+                                                           std::int64_t, std::int64_t,         \
+                                                           std::int64_t, float, cudaStream_t); \
   PREFIX void lvt::ops::linear::cuda::round_params<S>(S*, const float*, std::int64_t,            \
                                                       cudaStream_t);                             \
   PREFIX void lvt::quant::launch_quantize_4bit<S>(lvt::quant::Code4, const S*, std::int64_t,     \
