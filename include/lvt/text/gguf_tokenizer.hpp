@@ -106,6 +106,7 @@ struct GgufTokenizerSpec {
   std::size_t n_tokens = 0;
   // bos / eos / unk / pad as transformers resolves them: the token string of the file's id.
   std::optional<std::string> bos_token, eos_token, unk_token, pad_token;
+  std::optional<int32_t> bos_id, eos_id;     // the file's ids of bos_token / eos_token
   std::optional<std::string> chat_template;  // tokenizer.chat_template
 };
 
@@ -379,7 +380,6 @@ inline GgufTokenizerSpec gguf_tokenizer_spec(const io::GgufHeader& h, const std:
     for (std::size_t i = 0; i < tokens.size(); ++i)
       if (types[i] == 4) add(tokens[i], int32_t(i), false);
   }
-  std::optional<int32_t> bos_id, eos_id;
   auto token_of = [&](const char* key, std::optional<std::string>& out) {
     auto id = m.id(key, tokens.size());
     if (!id) return id;
@@ -387,8 +387,8 @@ inline GgufTokenizerSpec gguf_tokenizer_spec(const io::GgufHeader& h, const std:
     add(*out, *id, true);
     return id;
   };
-  bos_id = token_of("tokenizer.ggml.bos_token_id", spec.bos_token);
-  eos_id = token_of("tokenizer.ggml.eos_token_id", spec.eos_token);
+  spec.bos_id = token_of("tokenizer.ggml.bos_token_id", spec.bos_token);
+  spec.eos_id = token_of("tokenizer.ggml.eos_token_id", spec.eos_token);
   token_of("tokenizer.ggml.unknown_token_id", spec.unk_token);
   token_of("tokenizer.ggml.padding_token_id", spec.pad_token);
   // The defaults transformers constructs the tokenizer class with (GPT2Tokenizer, LlamaTokenizer),
@@ -400,6 +400,8 @@ inline GgufTokenizerSpec gguf_tokenizer_spec(const io::GgufHeader& h, const std:
   // The pipeline.
   Json j = Json::object();
   j["version"] = "1.0";
+  j["truncation"] = nullptr;
+  j["padding"] = nullptr;
   j["added_tokens"] = std::move(added);
   j["normalizer"] = nullptr;
   const std::string meta = "\xE2\x96\x81";  // U+2581
@@ -434,18 +436,25 @@ inline GgufTokenizerSpec gguf_tokenizer_spec(const io::GgufHeader& h, const std:
     if (space_prefix || arch == "phi3") dec.push_back({{"type", "Strip"}, {"content", " "}, {"start", 1}, {"stop", 0}});
     j["decoder"] = {{"type", "Sequence"}, {"decoders", std::move(dec)}};
   }
-  // transformers' update_post_processor: "[bos:0] $A:0 [eos:0]".
+  // transformers' update_post_processor: single "[bos:0] $A:0 [eos:0]", pair adds
+  // "[bos:1] $B:1 [eos:1]".
   const bool add_bos = m.boolean("tokenizer.ggml.add_bos_token").value_or(!byte_level) && spec.bos_token;
   const bool add_eos = m.boolean("tokenizer.ggml.add_eos_token").value_or(false) && spec.eos_token;
-  Json single = Json::array(), special = Json::object();
-  auto special_piece = [&](const std::string& t, int32_t id) {
-    single.push_back({{"SpecialToken", {{"id", t}, {"type_id", 0}}}});
-    special[t] = {{"id", t}, {"ids", {id}}, {"tokens", {t}}};
+  Json single = Json::array(), pair = Json::array(), special = Json::object();
+  auto piece = [](Json& seq, const char* kind, const std::string& id, int type_id) {
+    seq.push_back({{kind, {{"id", id}, {"type_id", type_id}}}});
   };
-  if (add_bos) special_piece(*spec.bos_token, *bos_id);
-  single.push_back({{"Sequence", {{"id", "A"}, {"type_id", 0}}}});
-  if (add_eos) special_piece(*spec.eos_token, *eos_id);
-  j["post_processor"] = {{"type", "TemplateProcessing"}, {"single", std::move(single)}, {"pair", Json::array()},
+  for (int part = 0; part < 2; ++part) {
+    Json& seq = part == 0 ? single : pair;
+    for (int k = 0; k <= part; ++k) {
+      if (add_bos) piece(seq, "SpecialToken", *spec.bos_token, k);
+      piece(seq, "Sequence", k == 0 ? "A" : "B", k);
+      if (add_eos) piece(seq, "SpecialToken", *spec.eos_token, k);
+    }
+  }
+  if (add_bos) special[*spec.bos_token] = {{"id", *spec.bos_token}, {"ids", {*spec.bos_id}}, {"tokens", {*spec.bos_token}}};
+  if (add_eos) special[*spec.eos_token] = {{"id", *spec.eos_token}, {"ids", {*spec.eos_id}}, {"tokens", {*spec.eos_token}}};
+  j["post_processor"] = {{"type", "TemplateProcessing"}, {"single", std::move(single)}, {"pair", std::move(pair)},
                          {"special_tokens", std::move(special)}};
   // GPT2Tokenizer spells the subword affixes "", LlamaTokenizer leaves them null: the same.
   j["model"] = {{"type", "BPE"}, {"dropout", nullptr}, {"unk_token", nullptr},
@@ -480,6 +489,20 @@ inline GgufChatInfo gguf_chat_info(const io::GgufHeader& h, const std::string& s
                            {"unk_token", "tokenizer.ggml.unknown_token_id"}, {"pad_token", "tokenizer.ggml.padding_token_id"}})
     if (auto id = m.id(key, tokens.size())) out.special_tokens.emplace_back(name, tokens[std::size_t(*id)].s);
   return out;
+}
+
+// The tokenizer of a GGUF file as a Hugging Face folder: tokenizer.json (the built pipeline) and
+// tokenizer_config.json (the special tokens, the chat template); Tokenizer::from_dir and
+// transformers read it back as the same tokenizer. `lvt merge` of a .gguf base writes it.
+inline void write_gguf_tokenizer_folder(const GgufTokenizerSpec& s, const std::filesystem::path& dir) {
+  io::write_text_atomic(dir / "tokenizer.json", s.tokenizer_json.dump(2, ' ', false, Json::error_handler_t::strict) + "\n");
+  Json cfg = {{"tokenizer_class", "PreTrainedTokenizerFast"}, {"clean_up_tokenization_spaces", false}};
+  if (s.bos_token) cfg["bos_token"] = *s.bos_token;
+  if (s.eos_token) cfg["eos_token"] = *s.eos_token;
+  if (s.unk_token) cfg["unk_token"] = *s.unk_token;
+  if (s.pad_token) cfg["pad_token"] = *s.pad_token;
+  if (s.chat_template) cfg["chat_template"] = *s.chat_template;
+  io::write_text_atomic(dir / "tokenizer_config.json", cfg.dump(2) + "\n");
 }
 
 // True for a path that names a .gguf file (the tokenizer and model loaders dispatch on it).
