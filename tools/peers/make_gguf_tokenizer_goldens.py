@@ -296,8 +296,40 @@ def crc_text(s):
     return zlib.crc32(s.encode("utf-8"))
 
 
+def fuzz_seeds():
+    """tests/fuzz/corpus/gguf_tokenizer: two small vocab-only files (a few KB) for the fuzzer."""
+    out = os.path.join(ROOT, "tests", "fuzz", "corpus", "gguf_tokenizer")
+    os.makedirs(out, exist_ok=True)
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+    alphabet = list(bytes_to_unicode().values())
+    w = gguf.GGUFWriter(os.path.join(out, "gpt2_small.gguf"), "llama")
+    tokens = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>"] + alphabet + ["\u0120t", "he", "\u0120the", "in", "\u0120\u0120"]
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("smollm")
+    w.add_token_list(tokens)
+    w.add_token_types([3, 3, 3, 4] + [1] * (len(tokens) - 4))
+    w.add_token_merges(["\u0120 t", "h e", "\u0120t he", "i n", "\u0120 \u0120"])
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(2)
+    w.add_add_bos_token(False)
+    w.add_chat_template("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}")
+    w.write_header_to_file(); w.write_kv_data_to_file(); w.write_ti_data_to_file(); w.close()
+    w = gguf.GGUFWriter(os.path.join(out, "llama_small.gguf"), "llama")
+    pieces = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)] + ["\u2581", "\u2581t", "he", "\u2581the", "a", "t", "h", "e"]
+    w.add_tokenizer_model("llama")
+    w.add_tokenizer_pre("default")
+    w.add_token_list(pieces)
+    w.add_token_scores([0.0] * 259 + [-float(k) for k in range(len(pieces) - 259)])
+    w.add_token_types([2, 3, 3] + [6] * 256 + [1] * (len(pieces) - 259))
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(2)
+    w.add_unk_token_id(0)
+    w.write_header_to_file(); w.write_kv_data_to_file(); w.write_ti_data_to_file(); w.close()
+
+
 def main():
     stubbed = stub_torch()
+    fuzz_seeds()
     strings = [json.loads(line) for line in open(os.path.join(ROOT, "tests", "text", "corpus.jsonl"), encoding="utf-8")]
     os.makedirs(OUT, exist_ok=True)
     from transformers.integrations.gguf.gguf_tokenizer_mapping import GGUF_PRE_TOKENIZER_SPLITS
