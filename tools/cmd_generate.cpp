@@ -15,6 +15,7 @@
 #include "lvt/text/chat_template.hpp"
 #include "lvt/text/stream.hpp"
 #include "lvt/text/tokenizer.hpp"
+#include "lvt/text/training_data.hpp"
 #include "generate_job.hpp"
 
 namespace {
@@ -27,13 +28,15 @@ const char* generate_help =
     "                    [--top-p P] [--seed S] [--tokenizer DIR] [policies]\n\n"
     "Prefills the prompt into a KV cache and generates one token at a time, printing the text to\n"
     "stdout as it completes (whole UTF-8 characters). Stops at an eos id (generation_config.json's\n"
-    "eos_token_id, int or list, else config.json's; and tokenizer_config.json's eos_token), after\n"
+    "eos_token_id, int or list, else config.json's; and the tokenizer's eos_token), after\n"
     "--max-new-tokens, or when the context is full. A summary line goes to stderr.\n\n"
     "  --prompt TEXT           the prompt, tokenized as the tokenizer does (special tokens added)\n"
     "  --chat TEXT             one user message rendered with the chat template\n"
-    "                          (tokenizer_config.json), with add_generation_prompt\n"
+    "                          (tokenizer_config.json, or a .gguf model's), with\n"
+    "                          add_generation_prompt\n"
     "  --prompt-ids LIST       the prompt as token ids (1,2,3): no tokenizer needed\n"
-    "  --tokenizer DIR         tokenizer.json (+ tokenizer_config.json); default: the --model folder\n"
+    "  --tokenizer DIR         tokenizer.json (+ tokenizer_config.json), or a .gguf file; default:\n"
+    "                          the --model folder or .gguf file\n"
     "  --adapter DIR           a PEFT adapter; its r, alpha, targets and layers set the run's LoRA\n"
     "  --max-new-tokens N      default 128\n"
     "  --temperature T         0: greedy; > 0: sample from softmax(logits / T). Default from\n"
@@ -115,15 +118,22 @@ int lvt_cmd_generate(int argc, char** argv) {
 
   const ModelConfig model = cli::model_of(a);
   const fs::path model_dir = fs::is_directory(a.get("--model")) ? fs::path(a.get("--model")) : fs::path();
+  const fs::path model_gguf = text::is_gguf_file(a.get("--model")) ? fs::path(a.get("--model")) : fs::path();
 
-  // The tokenizer: --tokenizer, else the model folder when it has one.
+  // The tokenizer: --tokenizer, else the model folder when it has one, or a .gguf model's own.
   std::optional<text::Tokenizer> tok;
-  fs::path tok_dir = a.has("--tokenizer") ? fs::path(a.get("--tokenizer")) : model_dir;
-  if (!tok_dir.empty() && fs::exists(tok_dir / "tokenizer.json")) tok = text::Tokenizer::from_dir(tok_dir);
-  else if (a.has("--tokenizer")) throw Error("--tokenizer '" + a.get("--tokenizer") + "': no tokenizer.json there");
+  fs::path tok_dir = a.has("--tokenizer") ? fs::path(a.get("--tokenizer")) : !model_gguf.empty() ? model_gguf : model_dir;
+  if (a.has("--tokenizer")) {
+    if (!text::is_gguf_file(tok_dir) && !text::is_tokenizer_source(tok_dir))  // a .gguf says what it lacks
+      throw Error("--tokenizer '" + a.get("--tokenizer") + "': no tokenizer.json there (a folder or a .gguf file)");
+    tok = text::Tokenizer::from_pretrained(tok_dir);
+  } else if (!tok_dir.empty() && text::is_tokenizer_source(tok_dir)) {
+    tok = text::Tokenizer::from_pretrained(tok_dir);
+  }
   if (!tok && !a.has("--prompt-ids"))
     throw Error(std::string(a.has("--chat") ? "--chat" : "--prompt") +
-                " needs a tokenizer: a --model folder with tokenizer.json, or --tokenizer DIR "
+                " needs a tokenizer: a --model folder with tokenizer.json or a .gguf file with tokenizer metadata, "
+                "or --tokenizer DIR "
                 "(or give --prompt-ids)");
 
   std::vector<std::int32_t> prompt;
@@ -131,6 +141,10 @@ int lvt_cmd_generate(int argc, char** argv) {
     prompt = parse_ids("--prompt-ids", a.get("--prompt-ids"), model.vocab);
   } else if (a.has("--prompt")) {
     prompt = tok->encode(a.get("--prompt"), true);
+  } else if (text::is_gguf_file(tok_dir)) {
+    const text::ChatTemplate t = text::ChatTemplate::from_gguf(tok_dir);  // tokenizer.chat_template
+    const std::vector<text::Message> chat = {{"user", a.get("--chat")}};
+    prompt = tok->encode(t.render(chat, true), false);
   } else {
     const fs::path cfg = tok_dir / "tokenizer_config.json";
     if (!fs::exists(cfg)) throw Error("--chat: " + cfg.string() + " is missing (it holds the chat template)");

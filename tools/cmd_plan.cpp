@@ -8,11 +8,12 @@
 namespace {
 
 const char* plan_help =
-    "usage: lvt plan --model NAME|DIR|config.json [--budget SIZE|GPU] [policies] [--auto]\n"
+    "usage: lvt plan --model NAME|DIR|config.json|FILE.gguf [--budget SIZE|GPU] [policies] [--auto]\n"
     "                [--json] [--svg FILE]\n\n"
     "Prints the device-memory breakdown of one training step: every buffer sized from the model\n"
     "and the policies, packed into one arena. Exit status 0 when it fits the budget, 3 when not.\n\n"
-    "  --model M               preset (llama-3.1-8b, ...), a Hugging Face folder or config.json\n"
+    "  --model M               preset (llama-3.1-8b, ...), a Hugging Face folder, config.json\n"
+    "                          or a llama .gguf file (its metadata)\n"
     "  --auto                  pick the fastest policies that fit (least streaming, then least\n"
     "                          recompute, then the largest batch x sequence)\n"
     "  --max-batch N           largest batch --auto tries (default 64; --batch fixes it)\n"
@@ -33,7 +34,7 @@ int lvt_cmd_plan(int argc, char** argv) {
     return 0;
   }
   if (!a.positional.empty()) throw Error("unexpected argument '" + a.positional[0] + "'");
-  if (!a.has("--model")) throw Error("--model is required (a preset name, a folder or config.json)");
+  if (!a.has("--model")) throw Error("--model is required (a preset name, a folder, config.json or a .gguf file)");
   const ModelConfig model = cli::load_model(a.get("--model"));
   const PlanOptions asked = cli::plan_options(a);
 

@@ -54,6 +54,11 @@ int lvt_cmd_quantize(int argc, char** argv) {
     }
   }
   if (in.empty() || out.empty()) throw lvt::Error(std::string("need IN_DIR and OUT_DIR\n") + quantize_usage);
+  if (in.size() > 5 && in.ends_with(".gguf"))
+    throw lvt::Error(in + ": lvt quantize writes a bitsandbytes folder from a Hugging Face folder; a .gguf "
+                     "model needs no such step: lvt train / eval / generate --model " + in +
+                     " requantize it on load (--quant nf4|fp4|int8), or lvt merge --model " + in +
+                     " writes it out as a Hugging Face folder");
   const auto t0 = std::chrono::steady_clock::now();
   const auto rep = lvt::io::bnb::quantize_folder(in, out, opt);
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

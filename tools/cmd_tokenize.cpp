@@ -19,8 +19,9 @@ const char* tokenize_help =
     "       lvt tokenize --tokenizer DIR --chat [--add-generation-prompt] < lines of {\"messages\": [...]}\n\n"
     "Reads JSON lines on stdin and writes one JSON line per input line on stdout (a blank line\n"
     "stays blank). DIR holds tokenizer.json (and tokenizer_config.json), as a Hugging Face model\n"
-    "folder does; the ids are what transformers' AutoTokenizer gives.\n\n"
-    "  --tokenizer DIR         the tokenizer folder (required)\n"
+    "folder does, or is a .gguf file (its tokenizer metadata and chat template); the ids are what\n"
+    "transformers' AutoTokenizer gives (gguf_file= for a .gguf file).\n\n"
+    "  --tokenizer DIR         the tokenizer folder or .gguf file (required)\n"
     "  --add-special           encode with the post-processor's special tokens (bos, ...)\n"
     "  --decode                ids → {\"text\": ...}\n"
     "  --skip-special          with --decode: leave special tokens out of the text\n"
@@ -45,7 +46,7 @@ int lvt_cmd_tokenize(int argc, char** argv) {
     return 0;
   }
   if (!a.positional.empty()) throw Error("unexpected argument '" + a.positional[0] + "'");
-  if (!a.has("--tokenizer")) throw Error("--tokenizer DIR is required (a folder with tokenizer.json)");
+  if (!a.has("--tokenizer")) throw Error("--tokenizer DIR is required (a folder with tokenizer.json, or a .gguf file)");
   const bool decode = a.has("--decode"), chat = a.has("--chat");
   if (decode && chat) throw Error("--decode and --chat exclude each other");
   if (a.has("--add-generation-prompt") && !chat) throw Error("--add-generation-prompt needs --chat");
@@ -54,17 +55,18 @@ int lvt_cmd_tokenize(int argc, char** argv) {
   if (a.has("--add-special") && (decode || chat))
     throw Error("--add-special is for encoding text (a chat template writes its own special tokens)");
   const std::filesystem::path dir = a.get("--tokenizer");
-  if (!std::filesystem::is_regular_file(dir / "tokenizer.json"))
-    throw Error("--tokenizer '" + dir.string() + "': no tokenizer.json there");
-  const text::Tokenizer tok = text::Tokenizer::from_dir(dir);
+  if (!text::is_gguf_file(dir) && !text::is_tokenizer_source(dir))  // a .gguf says what it lacks
+    throw Error("--tokenizer '" + dir.string() + "': no tokenizer.json there (a folder or a .gguf file)");
+  const text::Tokenizer tok = text::Tokenizer::from_pretrained(dir);
   std::unique_ptr<text::ChatTemplate> tmpl;
   if (chat) {
     text::DataOptions o;
     if (a.has("--chat-template")) o.chat_template = a.get("--chat-template");
     tmpl = text::load_chat_template(dir, o);
     if (!tmpl)
-      throw Error("--chat: " + (dir / "tokenizer_config.json").string() +
-                  " has no \"chat_template\" (give --chat-template FILE)");
+      throw Error("--chat: " + (text::is_gguf_file(dir) ? dir.string() + " has no tokenizer.chat_template"
+                                                        : (dir / "tokenizer_config.json").string() + " has no \"chat_template\"") +
+                  " (give --chat-template FILE)");
   }
 
   std::ios::sync_with_stdio(false);

@@ -17,11 +17,13 @@ flags=(-std=c++20 -O1 -g -Iinclude -fsanitize=fuzzer,address,undefined
 # Seed corpora: config texts, tokenizer files, chat templates, training-example lines and GGUF
 # files from the repo; small valid and broken safetensors built here.
 mkdir -p "$out/corpus/config" "$out/corpus/safetensors" "$out/corpus/tokenizer" "$out/corpus/chat_template" \
-         "$out/corpus/examples" "$out/corpus/gguf"
+         "$out/corpus/examples" "$out/corpus/gguf" "$out/corpus/gguf_tokenizer"
 cp tests/fuzz/corpus/config/*.json "$out/corpus/config/"
 # GGUF: gguf-py's metadata file (every value type) and two small files written by gguf_serialize
 # (a llama-shaped v3 with Q8_0 / Q4_0 / Q4_K tensors, a v2 with alignment 16).
 cp tests/fuzz/corpus/gguf/*.gguf "$out/corpus/gguf/"
+# GGUF tokenizer metadata: small byte-level and SentencePiece vocabularies (gguf-py).
+cp tests/fuzz/corpus/gguf_tokenizer/*.gguf "$out/corpus/gguf_tokenizer/"
 cp tests/fuzz/corpus/tokenizer/* "$out/corpus/tokenizer/"
 cp tests/text/templates/*.jinja "$out/corpus/chat_template/"  # the real ones the goldens use
 # Training examples: one file per line of the golden input (every format).
@@ -43,8 +45,8 @@ st_seed empty '{}' 0
 # Each target is built and then fuzzed in its own background job, at most $(nproc) at a time
 # (libFuzzer's -jobs=1 runs in-process): the targets are independent, so the stage takes about
 # ceil(targets / cores) x (build + SECONDS) rather than the sum.
-targets=(safetensors config tokenizer chat_template examples gguf)
-declare -A libs=([tokenizer]="-lonig -lutf8proc" [examples]="-lonig -lutf8proc")
+targets=(safetensors config tokenizer chat_template examples gguf gguf_tokenizer)
+declare -A libs=([tokenizer]="-lonig -lutf8proc" [examples]="-lonig -lutf8proc" [gguf_tokenizer]="-lonig -lutf8proc")
 par=${LVT_FUZZ_PARALLEL:-$(nproc)}
 one() {  # one TARGET: build, fuzz; the log in $out/TARGET.log
   local target=$1 exe="$out/fuzz_$1"

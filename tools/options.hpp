@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "lvt/error.hpp"
+#include "lvt/io/gguf_model.hpp"
 #include "lvt/io/hf_config.hpp"
 #include "lvt/model/presets.hpp"
 #include "lvt/policies.hpp"
@@ -139,17 +140,22 @@ inline unsigned parse_targets(const std::string& v) {
   return t;
 }
 
-// --model: a preset name, a Hugging Face folder, or a config.json.
+// --model: a preset name, a Hugging Face folder, a config.json, or a llama .gguf file (its
+// metadata, io/gguf_model.hpp).
 inline ModelConfig load_model(const std::string& v) {
   if (const ModelConfig* p = presets::find(v.c_str())) return *p;
   namespace fs = std::filesystem;
   fs::path path(v);
+  if (path.extension() == ".gguf" && fs::is_regular_file(path)) {
+    const io::GgufFile f(path);
+    return io::gguf_llama_config(f.header(), path.string());
+  }
   if (fs::is_directory(path)) path /= "config.json";
   if (!fs::exists(path)) {
     std::string names;
     for (const auto& p : presets::all) names += std::string(names.empty() ? "" : ", ") + p.name;
     throw Error("--model '" + v + "': neither a preset (" + names +
-                ") nor a folder or file holding config.json");
+                ") nor a folder or file holding config.json, nor a .gguf file");
   }
   return io::read_hf_config(path);
 }

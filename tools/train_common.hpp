@@ -30,8 +30,10 @@ inline const std::vector<std::string> model_data_flags = {"--model", "--data", "
 inline const std::vector<std::string> data_switches = {"--train-on-prompt", "--no-truncate", "--skip-mismatched"};
 
 inline const char* model_data_help =
-    "  --model M               a Hugging Face folder (config.json + safetensors), or with\n"
-    "                          --random-weights a config.json, a folder or a preset name\n"
+    "  --model M               a Hugging Face folder (config.json + safetensors), a llama .gguf\n"
+    "                          file (requantized to --quant on load; its tokenizer and chat\n"
+    "                          template serve training examples), or with --random-weights a\n"
+    "                          config.json, a folder or a preset name\n"
     "  --random-weights SEED   random frozen weights (normal, --init-std, default 0.02; norms 1)\n"
     "                          instead of loading them: for a model without safetensors\n"
     "  --init-std X            standard deviation of --random-weights (default 0.02)\n"
@@ -41,8 +43,8 @@ inline const char* model_data_help =
     "                          tokenized once, cached, packed into rows of --seq tokens)\n"
     "  --text FILE             instead of --data: the bytes of a text file as tokens 0..255\n"
     "                          (the model's vocab_size must be >= 256)\n"
-    "  --tokenizer DIR         tokenizer.json + tokenizer_config.json for training examples\n"
-    "                          (default: the --model folder when it has tokenizer.json)\n"
+    "  --tokenizer DIR         tokenizer.json + tokenizer_config.json (or a .gguf file) for\n"
+    "                          training examples (default: the --model folder or .gguf file)\n"
     "  --chat-template FILE    for {\"messages\"}: this template (.jinja or a tokenizer_config.json)\n"
     "  --train-on-prompt       loss on prompts and user turns too (default: completions and\n"
     "                          assistant turns only)\n"
@@ -55,7 +57,7 @@ inline const char* model_data_help =
 // The model's description, from --model (required).
 inline ModelConfig model_of(const Args& a) {
   if (!a.has("--model"))
-    throw Error("--model is required (a Hugging Face folder; with --random-weights also a "
+    throw Error("--model is required (a Hugging Face folder or a .gguf file; with --random-weights also a "
                 "config.json or a preset name)");
   return load_model(a.get("--model"));
 }
@@ -82,10 +84,11 @@ R make_run(const Args& a, const ModelConfig& m, const PlanOptions& o) {
   }
   if (a.has("--init-std")) throw Error("--init-std needs --random-weights SEED");
   const std::filesystem::path dir(a.get("--model"));
-  if (!std::filesystem::is_directory(dir))
+  const bool gguf = dir.extension() == ".gguf" && std::filesystem::is_regular_file(dir);
+  if (!std::filesystem::is_directory(dir) && !gguf)
     throw Error("--model '" + a.get("--model") +
                 "' has no weights (a preset or a config.json): give a Hugging Face folder with "
-                "safetensors, or --random-weights SEED");
+                "safetensors, a .gguf file, or --random-weights SEED");
   return R::from_pretrained(dir, o, &m);
 }
 

@@ -18,13 +18,16 @@ std::unique_ptr<io::PackedExamples> open_examples(const Args& a, const ModelConf
   fs::path tok_dir;
   if (a.has("--tokenizer")) {
     tok_dir = a.get("--tokenizer");
-    if (!fs::is_regular_file(tok_dir / "tokenizer.json"))
-      throw Error("--tokenizer '" + tok_dir.string() + "': no tokenizer.json there");
+    if (!text::is_tokenizer_source(tok_dir))
+      throw Error("--tokenizer '" + tok_dir.string() + "': no tokenizer.json there (give a tokenizer folder or a .gguf file)");
   } else {
+    // The --model folder's tokenizer.json, or a .gguf model's own tokenizer metadata.
     const fs::path model = a.get("--model");
-    if (!fs::is_directory(model) || !fs::is_regular_file(model / "tokenizer.json"))
+    if (!text::is_tokenizer_source(model))
       throw Error(flag + " " + path.string() + " holds training examples: give --tokenizer DIR (the --model " +
-                  "folder has no tokenizer.json)");
+                  (fs::is_directory(model) ? "folder has no tokenizer.json)"
+                   : text::is_gguf_file(model) ? ".gguf file has no tokenizer metadata)"
+                                               : "is not a folder or a .gguf file)"));
     tok_dir = model;
   }
   text::DataOptions o;

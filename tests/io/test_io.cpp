@@ -382,3 +382,23 @@ TEST_CASE("config.json sizes beyond lvt's bounds are named, not overflowed") {
   CHECK(contains(error_of(llama32_1b_json, R"({"num_hidden_layers": 100000})"),
                  "'num_hidden_layers'"));
 }
+
+TEST_CASE("hf_config_json: what parse_hf_config reads back as the same description") {
+  int n = 0;
+  for (const auto& p : lvt::presets::all) {
+    if (p.config->rope_scaling == lvt::RopeScaling::longrope) {
+      CHECK_THROWS_WITH(lvt::io::hf_config_json(*p.config), doctest::Contains("longrope"));
+      continue;
+    }
+    CAPTURE(p.name);
+    CHECK(lvt::io::parse_hf_config(lvt::io::hf_config_json(*p.config), "x") == *p.config);
+    ++n;
+  }
+  CHECK(n >= 8);
+  lvt::ModelConfig c = *lvt::presets::all[0].config;  // linear scaling, a partial rotary, an original length
+  c.rope_scaling = lvt::RopeScaling::linear;
+  c.rope_factor = 4.0;
+  c.rope_original_max_position = 2048;
+  c.partial_rotary_factor = 0.5;
+  CHECK(lvt::io::parse_hf_config(lvt::io::hf_config_json(c), "x") == c);
+}

@@ -245,6 +245,45 @@ inline ModelConfig parse_hf_config(const nlohmann::json& j, const std::string& s
   return c;
 }
 
+// The config.json of a description, as transformers writes one for its model_type: what
+// parse_hf_config reads back into the same ModelConfig (tested). longrope's per-dimension
+// factor lists are not part of ModelConfig, so such a description has no config.json here.
+inline nlohmann::json hf_config_json(const ModelConfig& c) {
+  static const char* classes[] = {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Phi3ForCausalLM"};
+  if (c.rope_scaling == RopeScaling::longrope)
+    throw Error("hf_config_json: longrope RoPE scaling needs its factor lists, which the description does not hold");
+  nlohmann::json j = nlohmann::json::object();
+  j["architectures"] = {classes[int(c.arch)]};
+  j["model_type"] = arch_name(c.arch);
+  j["hidden_size"] = c.hidden;
+  j["intermediate_size"] = c.ffn;
+  j["num_hidden_layers"] = c.layers;
+  j["num_attention_heads"] = c.heads;
+  j["num_key_value_heads"] = c.kv_heads;
+  j["head_dim"] = c.head_dim;
+  j["vocab_size"] = c.vocab;
+  j["hidden_act"] = "silu";
+  j["rms_norm_eps"] = c.norm_eps;
+  j["rope_theta"] = c.rope_theta;
+  j["max_position_embeddings"] = c.max_position;
+  j["tie_word_embeddings"] = c.tied_embeddings;
+  j["attention_bias"] = false;
+  j["mlp_bias"] = false;
+  if (c.partial_rotary_factor != 1.0) j["partial_rotary_factor"] = c.partial_rotary_factor;
+  if (c.rope_original_max_position > 0 && c.rope_scaling != RopeScaling::llama3)
+    j["original_max_position_embeddings"] = c.rope_original_max_position;
+  if (c.rope_scaling == RopeScaling::none) {
+    j["rope_scaling"] = nullptr;
+  } else if (c.rope_scaling == RopeScaling::linear) {
+    j["rope_scaling"] = {{"rope_type", "linear"}, {"factor", c.rope_factor}};
+  } else {
+    j["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", c.rope_factor},
+                         {"low_freq_factor", c.rope_low_freq_factor}, {"high_freq_factor", c.rope_high_freq_factor},
+                         {"original_max_position_embeddings", c.rope_original_max_position}};
+  }
+  return j;
+}
+
 inline ModelConfig read_hf_config(const std::filesystem::path& config_json) {
   const std::string source = config_json.string();
   std::ifstream f(config_json, std::ios::binary);

@@ -1,6 +1,8 @@
 #pragma once
 // Merge a LoRA adapter into its base model: W' = W + scale * B A for every adapted projection,
-// written as a bf16 Hugging Face folder. Tensors stream one at a time (peak host memory: the
+// written as a bf16 Hugging Face folder. The base is a Hugging Face folder or a llama .gguf file
+// (its weights dequantized under their Hugging Face names, io/gguf_model.hpp; config.json
+// written from its metadata; the tokenizer files are the text layer's, text/gguf_tokenizer.hpp). Tensors stream one at a time (peak host memory: the
 // largest tensor as float plus its bf16 write buffer); phi3's fused qkv_proj / gate_up_proj get
 // each part's delta in its own row range. Files other than weights (tokenizer, generation
 // config) are copied; config.json is copied with torch_dtype set to bfloat16.
@@ -15,6 +17,8 @@
 #include <nlohmann/json.hpp>
 
 #include "lvt/error.hpp"
+#include "lvt/io/gguf_model.hpp"
+#include "lvt/io/hf_config.hpp"
 #include "lvt/io/hf_model.hpp"
 #include "lvt/io/peft.hpp"
 #include "lvt/io/safetensors.hpp"
@@ -115,6 +119,43 @@ inline MergeStats merge_lora(const std::filesystem::path& model_dir,
     }
     write_text_atomic(out_dir / name, text);
   }
+  return stats;
+}
+
+// A llama .gguf base: every weight slot (HF name, HF layout: q/k rows un-permuted), dequantized,
+// + deltas, as bf16; config.json from the metadata (torch_dtype bfloat16, plus `extra_config`,
+// e.g. the tokenizer's bos/eos ids). The tokenizer files are the caller's.
+inline MergeStats merge_lora_gguf(const std::filesystem::path& gguf, const std::filesystem::path& adapter_dir,
+                                  const std::filesystem::path& out_dir, std::uint64_t max_shard_bytes = 5'000'000'000ull,
+                                  const nlohmann::json& extra_config = nlohmann::json::object()) {
+  const GgufModel model(gguf);
+  const LoraAdapter adapter = load_lora_adapter(adapter_dir, &model.config());
+  const double scale = adapter.config.scale();
+  std::vector<TensorSpec> specs;
+  for (const auto& s : model.slots()) specs.push_back({s.name, StDtype::BF16, s.shape});
+  std::filesystem::create_directories(out_dir);
+  MergeStats stats;
+  ShardedWriter w(out_dir, specs, max_shard_bytes);
+  std::vector<float> buf(static_cast<std::size_t>(model.largest_slot_numel()));
+  for (std::size_t i = 0; i < model.slots().size(); ++i) {
+    const WeightSlot& s = model.slots()[i];
+    std::span<float> v(buf.data(), std::size_t(s.numel()));
+    model.read(i, v);
+    const int t = target_index(s.kind);
+    if (t >= 0)
+      if (const LoraPair* p = adapter.find(s.layer, t)) {
+        add_lora_delta(v.data(), 0, *p, adapter.config.r, scale);
+        ++stats.merged_pairs;
+      }
+    w.write_float(s.name, v);
+    ++stats.tensors;
+    stats.bytes_written += specs[i].nbytes();
+  }
+  w.finish();
+  nlohmann::json cfg = hf_config_json(model.config());
+  cfg["torch_dtype"] = "bfloat16";
+  for (auto& [k, v] : extra_config.items()) cfg[k] = v;
+  write_text_atomic(out_dir / "config.json", cfg.dump(2) + "\n");
   return stats;
 }
 

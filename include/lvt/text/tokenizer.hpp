@@ -1,6 +1,7 @@
 #pragma once
 // A Hugging Face tokenizer.json (+ tokenizer_config.json) that encodes and decodes as the Rust
-// `tokenizers` library does, with transformers' add_bos_token / add_eos_token on top.
+// `tokenizers` library does, with transformers' add_bos_token / add_eos_token on top; or the
+// tokenizer a GGUF file's metadata describes, built into the same types (text/gguf_tokenizer.hpp).
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
@@ -15,6 +16,7 @@
 #include "lvt/text/added_vocabulary.hpp"
 #include "lvt/text/bpe.hpp"
 #include "lvt/text/decoder.hpp"
+#include "lvt/text/gguf_tokenizer.hpp"
 #include "lvt/text/json_path.hpp"
 #include "lvt/text/normalizer.hpp"
 #include "lvt/text/post_processor.hpp"
@@ -36,6 +38,25 @@ class Tokenizer {
     std::string name = json.filename().string();
     Tokenizer t(read_json(json, name), name);
     if (!config.empty()) t.apply_config(read_json(config, config.filename().string()), config.filename().string());
+    return t;
+  }
+
+  // A tokenizer folder, or a .gguf file (its tokenizer metadata).
+  static Tokenizer from_pretrained(const std::filesystem::path& path) {
+    return is_gguf_file(path) ? from_gguf(path) : from_dir(path);
+  }
+
+  // The tokenizer of a GGUF file's metadata, as transformers 5.23's
+  // AutoTokenizer.from_pretrained(dir, gguf_file=...) builds it (text/gguf_tokenizer.hpp).
+  static Tokenizer from_gguf(const std::filesystem::path& file) {
+    const io::GgufFile f(file);
+    return from_gguf(f.header(), file.string());
+  }
+  static Tokenizer from_gguf(const io::GgufHeader& h, const std::string& source) {
+    const GgufTokenizerSpec spec = gguf_tokenizer_spec(h, source);
+    Tokenizer t(spec.tokenizer_json, source + " (tokenizer metadata)");
+    if (spec.bos_token) t.bos_id_ = t.token_to_id(*spec.bos_token);
+    if (spec.eos_token) t.eos_id_ = t.token_to_id(*spec.eos_token);
     return t;
   }
 

@@ -1,7 +1,8 @@
 #pragma once
 // A JSONL file of training examples (text/examples.hpp) tokenized once into an io::ExampleSet,
 // with a progress line, and cached: the cache file (io/examples.hpp) is reused while its key —
-// a hash of the data file's bytes, tokenizer.json, tokenizer_config.json, the chat template,
+// a hash of the data file's bytes, tokenizer.json, tokenizer_config.json (or a GGUF file's
+// metadata), the chat template,
 // the format options and the format version — is unchanged, and rebuilt otherwise. The cache
 // holds whole examples: --seq and truncation apply when rows are packed, so they are not part
 // of the key.
@@ -11,6 +12,7 @@
 #include <fstream>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <sstream>
 #include <string>
@@ -43,17 +45,30 @@ inline std::string read_file_bytes(const std::filesystem::path& p) {
   return ss.str();
 }
 
-// The chat template of `tokenizer_dir` (or opts.chat_template); null when there is none.
+// A tokenizer is a folder with tokenizer.json (+ tokenizer_config.json), or a .gguf file whose
+// metadata holds one (tokenizer.ggml.model, text/gguf_tokenizer.hpp).
+inline bool is_tokenizer_source(const std::filesystem::path& p) {
+  if (is_gguf_file(p)) return io::GgufFile(p).find_value("tokenizer.ggml.model") != nullptr;
+  return std::filesystem::is_regular_file(p / "tokenizer.json");
+}
+
+// The chat template of `tokenizer_dir` (a folder or a .gguf file; or opts.chat_template); null
+// when there is none.
 inline std::unique_ptr<ChatTemplate> load_chat_template(const std::filesystem::path& tokenizer_dir,
                                                         const DataOptions& opts) {
   namespace fs = std::filesystem;
+  const bool gguf = is_gguf_file(tokenizer_dir);
+  std::optional<io::GgufFile> gguf_file;
+  if (gguf) gguf_file.emplace(tokenizer_dir);
   const fs::path config = tokenizer_dir / "tokenizer_config.json";
   if (!opts.chat_template.empty()) {
     const fs::path& t = opts.chat_template;
     if (t.extension() == ".json") return std::make_unique<ChatTemplate>(ChatTemplate::from_tokenizer_config(t.string()));
-    // A bare template: the special tokens come from the folder's config.
+    // A bare template: the special tokens come from the folder's config (or the GGUF metadata).
     std::vector<std::pair<std::string, std::string>> special;
-    if (fs::exists(config)) {
+    if (gguf) {
+      special = gguf_chat_info(gguf_file->header(), tokenizer_dir.string()).special_tokens;
+    } else if (fs::exists(config)) {
       const OrderedJson cfg = OrderedJson::parse(read_file_bytes(config), nullptr, false);
       if (cfg.is_object())
         for (const char* key : {"bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token"}) {
@@ -70,6 +85,10 @@ inline std::unique_ptr<ChatTemplate> load_chat_template(const std::filesystem::p
       throw Error(t.string() + ": " + e.what());
     }
   }
+  if (gguf) {
+    if (!gguf_chat_info(gguf_file->header(), tokenizer_dir.string()).chat_template) return nullptr;
+    return std::make_unique<ChatTemplate>(ChatTemplate::from_gguf(gguf_file->header(), tokenizer_dir.string()));
+  }
   if (!fs::exists(config)) return nullptr;
   const OrderedJson cfg = OrderedJson::parse(read_file_bytes(config), nullptr, false);
   if (!cfg.is_object() || !cfg.contains("chat_template")) return nullptr;
@@ -83,9 +102,17 @@ inline std::string example_cache_key(std::span<const std::byte> data, const std:
   io::ContentHash h;
   h.add(std::string_view(io::example_cache_version)).add(std::string_view(example_rules_version));
   h.add(data);
-  h.add(read_file_bytes(tokenizer_dir / "tokenizer.json"));
-  const fs::path config = tokenizer_dir / "tokenizer_config.json";
-  h.add(fs::exists(config) ? read_file_bytes(config) : std::string());
+  if (is_gguf_file(tokenizer_dir)) {
+    // The metadata (the bytes before the tensor infos), not the weights: all the tokenizer is.
+    const io::MappedFile map(tokenizer_dir);
+    const io::GgufHeader hdr = io::parse_gguf(map.bytes(), tokenizer_dir.string());
+    const std::uint64_t end = hdr.tensors.empty() ? hdr.data_offset : hdr.tensors.front().info_offset;
+    h.add(std::string_view("gguf")).add(map.bytes().subspan(0, std::size_t(end)));
+  } else {
+    h.add(read_file_bytes(tokenizer_dir / "tokenizer.json"));
+    const fs::path config = tokenizer_dir / "tokenizer_config.json";
+    h.add(fs::exists(config) ? read_file_bytes(config) : std::string());
+  }
   h.add(opts.chat_template.empty() ? std::string() : read_file_bytes(opts.chat_template));
   h.add(std::string_view(opts.train_on_prompt ? "train_on_prompt=1" : "train_on_prompt=0"));
   h.add(std::string_view(opts.skip_mismatched ? "skip_mismatched=1" : "skip_mismatched=0"));
@@ -161,15 +188,16 @@ struct LoadedExamples {
   std::string note;  // what happened with the cache, for the user
 };
 
-// The examples of `data` under the tokenizer in `tokenizer_dir`: read from `cache` when its key
+// The examples of `data` under the tokenizer in `tokenizer_dir` (a folder or a .gguf file): read
+// from `cache` when its key
 // matches, else tokenized (progress on `log`) and written to `cache` atomically. An empty `cache`
 // means no caching. A cache that cannot be written is a note, not an error.
 inline LoadedExamples load_examples(const std::filesystem::path& data, const std::filesystem::path& tokenizer_dir,
                                     const DataOptions& opts, const std::filesystem::path& cache,
                                     std::FILE* log = stderr) {
   namespace fs = std::filesystem;
-  if (!fs::is_regular_file(tokenizer_dir / "tokenizer.json"))
-    throw Error(tokenizer_dir.string() + ": no tokenizer.json (give the tokenizer's folder)");
+  if (!is_tokenizer_source(tokenizer_dir))
+    throw Error(tokenizer_dir.string() + ": no tokenizer.json (give the tokenizer's folder or a .gguf file)");
   const io::MappedFile map(data);
   const auto bytes = map.bytes();
   const std::string_view text(reinterpret_cast<const char*>(bytes.data()), bytes.size());
@@ -186,7 +214,7 @@ inline LoadedExamples load_examples(const std::filesystem::path& data, const std
     }
     out.note = "cache " + cache.string() + ": " + why;
   }
-  const Tokenizer tok = Tokenizer::from_dir(tokenizer_dir);
+  const Tokenizer tok = Tokenizer::from_pretrained(tokenizer_dir);
   const std::unique_ptr<ChatTemplate> chat = load_chat_template(tokenizer_dir, opts);
   const bool tty = log && ::isatty(::fileno(log));
   double last_line_s = 0;
