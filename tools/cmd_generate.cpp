@@ -47,7 +47,8 @@ const char* generate_help =
     "  --quant ...             base weights quantized as in training (default nf4, as lvt train);\n"
     "                          --quant none keeps the model's weights as they are (in fp32)\n"
     "  --backend auto|host     where it runs: the host backend (the CUDA backend has no decode\n"
-    "                          path yet; --backend cuda is refused)\n";
+    "                          path yet; --backend cuda is refused)\n"
+    "  --threads N             host threads, 1 to the cores this process may use (default: all)\n";
 
 nlohmann::json read_json_file(const fs::path& p) {
   std::ifstream f(p, std::ios::binary);
@@ -94,7 +95,7 @@ int lvt_cmd_generate(int argc, char** argv) {
   valued.insert(valued.end(), {"--model", "--random-weights", "--init-std", "--adapter", "--prompt",
                                "--chat", "--prompt-ids", "--tokenizer", "--max-new-tokens",
                                "--temperature", "--top-k", "--top-p", "--seed", "--context",
-                               "--backend"});
+                               "--backend", "--threads"});
   const cli::Args a = cli::parse_args(argc, argv, switches, valued);
   if (a.has("--help")) {
     std::printf("%s%s", generate_help, cli::policy_help);

@@ -1,13 +1,18 @@
-// One training step on the host backend (forward + backward + AdamW on the LoRA parameters) of
-// a small Llama: 4 layers, hidden 256, 8 heads (4 kv), ffn 688, vocab 32000, seq 256, batch 4
-// (1024 tokens), LoRA r 16 on all seven projections. tokens/s is the counter to read; the
-// variants are the base weights' format (none = fp32, nf4 = NF4 + double quant, dequantized per
-// use) and activation checkpointing (off, or every layer: one extra forward per layer).
-//   ninja -C build-cli bench/bench_backend && ./build-cli/bench/bench_backend
+// One training step on the host backend (forward + backward + AdamW on the LoRA parameters),
+// LoRA r 16 on all seven projections; tokens/s is the counter to read.
+//   BM_train_step: the small Llama (4 layers, hidden 256, 8 heads / 4 kv, ffn 688, vocab 32000),
+//     batch 4 x seq 256; the variants are the base weights' format (none = fp32, nf4 = NF4 +
+//     double quant, dequantized per use) and activation checkpointing (off, or every layer: one
+//     extra forward per layer).
+//   BM_smollm2_step: SmolLM2-135M's shapes (30 layers, hidden 576, 9 heads / 3 kv, ffn 1536,
+//     vocab 49152, tied embeddings), batch 4 x seq 256 and 1 x 1024, fp32 or NF4 base.
+// Both at 1 thread and at every core (`threads` 0 = all). --benchmark_filter picks a subset.
+//   ninja -C build-host bench/bench_backend && ./build-host/bench/bench_backend
 #include <benchmark/benchmark.h>
 
 #include <cstdint>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "lvt/run.hpp"
@@ -19,24 +24,27 @@ constexpr lvt::ModelConfig small_model{.arch = lvt::Arch::llama, .layers = 4, .h
                                        .vocab = 32000, .tied_embeddings = false,
                                        .rope_theta = 10000.0, .norm_eps = 1e-5,
                                        .max_position = 2048};
-constexpr int B = 4, T = 256;
+constexpr lvt::ModelConfig smollm2_135m{.arch = lvt::Arch::llama, .layers = 30, .hidden = 576,
+                                        .heads = 9, .kv_heads = 3, .head_dim = 64, .ffn = 1536,
+                                        .vocab = 49152, .tied_embeddings = true,
+                                        .rope_theta = 100000.0, .norm_eps = 1e-5,
+                                        .max_position = 8192};
 
-// range(0): 0 fp32 base, 1 nf4 base; range(1): checkpoint every N layers (0: off).
-void BM_train_step(benchmark::State& s) {
-  lvt::PlanOptions o;
-  o.quant = s.range(0) ? lvt::QuantKind::nf4 : lvt::QuantKind::none;
-  o.double_quant = s.range(0) != 0;
-  o.checkpoint_every = int(s.range(1));
-  o.batch = B;
-  o.seq = T;
+int threads_arg(std::int64_t t) { return t > 0 ? int(t) : lvt::ops::parallel::available(); }
+
+void run_steps(benchmark::State& s, const lvt::ModelConfig& m, lvt::PlanOptions o, int threads,
+               const std::string& label) {
   o.lora_rank = 16;
   o.lora_alpha = 32;
-  lvt::Run run(small_model, o);
+  lvt::RunOptions ro;
+  ro.threads = threads;
+  lvt::Run run(m, o, ro);
   run.init_random_weights(1);
   run.init_lora(2);
   std::mt19937 g(3);
-  std::uniform_int_distribution<std::int32_t> tok(0, small_model.vocab - 1);
-  std::vector<std::int32_t> tokens(B * T), targets(B * T);
+  std::uniform_int_distribution<std::int32_t> tok(0, m.vocab - 1);
+  const std::int64_t n = std::int64_t(o.batch) * o.seq;
+  std::vector<std::int32_t> tokens(static_cast<std::size_t>(n)), targets(static_cast<std::size_t>(n));
   for (auto& t : tokens) t = tok(g);
   for (auto& t : targets) t = tok(g);
   lvt::backend::OptimizerSettings os;
@@ -51,23 +59,54 @@ void BM_train_step(benchmark::State& s) {
     benchmark::DoNotOptimize(loss);
   }
   s.counters["tokens/s"] =
-      benchmark::Counter(double(s.iterations()) * B * T, benchmark::Counter::kIsRate);
+      benchmark::Counter(double(s.iterations()) * double(n), benchmark::Counter::kIsRate);
   s.counters["loss"] = loss;
+  s.counters["threads"] = threads;
   s.counters["arena_MiB"] = double(run.backend().plan().summary.arena_bytes) / 1048576.0;
-  s.SetLabel(std::string(s.range(0) ? "nf4" : "fp32 base") +
-             (s.range(1) ? ", checkpoint every layer" : ", no checkpointing"));
+  s.SetLabel(label);
+}
+
+// range(0): 0 fp32 base, 1 nf4 base; range(1): checkpoint every N layers (0: off);
+// range(2): threads (0: all).
+void BM_train_step(benchmark::State& s) {
+  lvt::PlanOptions o;
+  o.quant = s.range(0) ? lvt::QuantKind::nf4 : lvt::QuantKind::none;
+  o.double_quant = s.range(0) != 0;
+  o.checkpoint_every = int(s.range(1));
+  o.batch = 4;
+  o.seq = 256;
+  run_steps(s, small_model, o, threads_arg(s.range(2)),
+            std::string(s.range(0) ? "nf4" : "fp32 base") +
+                (s.range(1) ? ", checkpoint every layer" : ", no checkpointing"));
+}
+
+// range(0): 0 fp32 base, 1 nf4; range(1): 0 batch 4 x seq 256, 1 batch 1 x seq 1024;
+// range(2): threads (0: all).
+void BM_smollm2_step(benchmark::State& s) {
+  lvt::PlanOptions o;
+  o.quant = s.range(0) ? lvt::QuantKind::nf4 : lvt::QuantKind::none;
+  o.double_quant = s.range(0) != 0;
+  o.batch = s.range(1) ? 1 : 4;
+  o.seq = s.range(1) ? 1024 : 256;
+  run_steps(s, smollm2_135m, o, threads_arg(s.range(2)),
+            std::string("SmolLM2-135M, ") + (s.range(0) ? "nf4" : "fp32 base") + ", " +
+                std::to_string(o.batch) + " x " + std::to_string(o.seq));
 }
 
 }  // namespace
 
 BENCHMARK(BM_train_step)
-    ->ArgNames({"nf4", "ckpt"})
-    ->Args({0, 0})
-    ->Args({1, 0})
-    ->Args({0, 1})
-    ->Args({1, 1})
+    ->ArgNames({"nf4", "ckpt", "threads"})
+    ->ArgsProduct({{0, 1}, {0, 1}, {1, 0}})
     ->Unit(benchmark::kMillisecond)
     ->Iterations(3)
+    ->UseRealTime();
+
+BENCHMARK(BM_smollm2_step)
+    ->ArgNames({"nf4", "shape", "threads"})
+    ->ArgsProduct({{0, 1}, {0, 1}, {1, 0}})
+    ->Unit(benchmark::kMillisecond)
+    ->Iterations(2)
     ->UseRealTime();
 
 BENCHMARK_MAIN();

@@ -253,7 +253,7 @@ TEST_CASE("attention: GQA forward equals the materialized softmax; FD gradients 
   const int B = 2, T = 6, H = 4, KV = 2, D = 5;
   Vec q = random_vec(B * T * H * D, 41, -2, 2), k = random_vec(B * T * KV * D, 42, -2, 2),
       v = random_vec(B * T * KV * D, 43), w = random_vec(B * T * H * D, 44);
-  Vec out(q.size()), lse(B * H * T), scratch(ops::attention::scratch_elems(T));
+  Vec out(q.size()), lse(B * H * T), scratch(ops::attention::scratch_elems(B, T, H, KV, D, 1));
   ops::attention::forward(out.data(), lse.data(), scratch.data(), q.data(), k.data(), v.data(), B,
                           T, H, KV, D);
   Vec ref(q.size()), ref_lse(lse.size());
@@ -262,7 +262,7 @@ TEST_CASE("attention: GQA forward equals the materialized softmax; FD gradients 
   for (std::size_t i = 0; i < lse.size(); i++) CHECK(lse[i] == doctest::Approx(ref_lse[i]).epsilon(1e-12));
 
   auto loss = [&] {
-    Vec o(q.size()), l(B * H * T), s(T);
+    Vec o(q.size()), l(B * H * T), s(scratch.size());
     ops::attention::forward(o.data(), l.data(), s.data(), q.data(), k.data(), v.data(), B, T, H,
                             KV, D);
     return dot(o, w);
@@ -292,7 +292,8 @@ TEST_CASE("attention: GQA forward equals the materialized softmax; FD gradients 
   CHECK_THROWS_WITH_AS(ops::attention::backward(q.data(), k.data(), v.data(), (double*)nullptr,
                                                 w.data(), q.data(), k.data(), v.data(), out.data(),
                                                 lse.data(), B, T, H, KV, D),
-                       "attention: scratch (scratch_elems(seq) = seq elements) is null (got 6)",
+                       "attention: scratch (scratch_elems(batch, seq, heads, kv_heads, head_dim, threads) "
+                       "elements) is null (got 6)",
                        Error);
 }
 
@@ -317,7 +318,7 @@ TEST_CASE("attention with positions: each packed example equals it alone; FD gra
   const std::int32_t* pos = packed_positions.data();
   Vec q = random_vec(B * T * H * D, 141, -2, 2), k = random_vec(B * T * KV * D, 142, -2, 2),
       v = random_vec(B * T * KV * D, 143), w = random_vec(B * T * H * D, 144);
-  Vec out(q.size()), lse(B * H * T), scratch(ops::attention::scratch_elems(T));
+  Vec out(q.size()), lse(B * H * T), scratch(ops::attention::scratch_elems(B, T, H, KV, D, 1));
   ops::attention::forward(out.data(), lse.data(), scratch.data(), q.data(), k.data(), v.data(), B,
                           T, H, KV, D, pos);
   Vec dq(q.size(), 0.0), dk(k.size(), 0.0), dv(v.size(), 0.0);
@@ -339,7 +340,7 @@ TEST_CASE("attention with positions: each packed example equals it alone; FD gra
                 doctest::Approx(ref[(t * H + h) * D + i]).epsilon(1e-12));
       }
     // Backward of the example alone (causal, no positions): the same gradients, bit for bit.
-    Vec oe(qe.size()), le(H * n), se(n), dqe(qe.size(), 0.0), dke(ke.size(), 0.0), dve(ve.size(), 0.0);
+    Vec oe(qe.size()), le(H * n), se(ops::attention::scratch_elems(1, n, H, KV, D, 1)), dqe(qe.size(), 0.0), dke(ke.size(), 0.0), dve(ve.size(), 0.0);
     ops::attention::forward(oe.data(), le.data(), se.data(), qe.data(), ke.data(), ve.data(), 1, n,
                             H, KV, D);
     ops::attention::backward(dqe.data(), dke.data(), dve.data(), se.data(), we.data(), qe.data(),
@@ -350,7 +351,7 @@ TEST_CASE("attention with positions: each packed example equals it alone; FD gra
     CHECK(rows_of(dv, T, KV * D, e) == dve);
   }
   auto loss = [&] {
-    Vec o(q.size()), l(B * H * T), s(T);
+    Vec o(q.size()), l(B * H * T), s(scratch.size());
     ops::attention::forward(o.data(), l.data(), s.data(), q.data(), k.data(), v.data(), B, T, H,
                             KV, D, pos);
     return dot(o, w);
@@ -637,7 +638,7 @@ TEST_CASE("linear: bad LoRA arguments name the field") {
   CHECK_THROWS_WITH_AS(
       ops::linear::forward(y.data(), (double*)nullptr, x.data(), W.data(), (double*)nullptr, l, N,
                            IN, OUT),
-      "linear: LoRA needs a scratch of scratch_elems(rows, in, rank) = 56 elements (got null)", Error);
+      "linear: LoRA needs a scratch of scratch_elems(rows, in, rank) = 14 elements (got null)", Error);
   CHECK_THROWS_WITH_AS(
       ops::linear::forward(y.data(), s.data(), x.data(), W.data(), (double*)nullptr, l, N, 0, OUT),
       "linear: in_features must be positive (got 0)", Error);
@@ -745,7 +746,7 @@ TEST_CASE("every backward accumulates (+=) into its gradients") {
   });
   const Vec q = random_vec(T * H * D, 157), k = random_vec(T * KV * D, 158),
             v = random_vec(T * KV * D, 159), da = random_vec(T * H * D, 160);
-  Vec ao(T * H * D), lse(H * T), scr(T);
+  Vec ao(T * H * D), lse(H * T), scr(ops::attention::scratch_elems(1, T, H, KV, D, 1));
   ops::attention::forward(ao.data(), lse.data(), scr.data(), q.data(), k.data(), v.data(), 1, T, H, KV, D);
   for (int which = 0; which < 3; which++)
     check_adds(which == 0 ? "attention dq" : which == 1 ? "attention dk" : "attention dv",

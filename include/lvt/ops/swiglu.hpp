@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "lvt/ops/common.hpp"
+#include "lvt/ops/parallel.hpp"
 
 namespace lvt::ops::swiglu {
 
@@ -33,6 +34,7 @@ void forward(T* out, const T* gate, const T* up, std::int64_t rows, std::int64_t
              std::int64_t in_stride) {
   require(cols > 0 && in_stride >= cols, "swiglu", "cols must be positive and <= the row stride",
           cols);
+  LVT_PARALLEL_FOR_IF(rows * cols >= parallel::min_elems)
   for (std::int64_t r = 0; r < rows; r++)
     for (std::int64_t i = 0; i < cols; i++)
       out[r * cols + i] = value(gate[r * in_stride + i], up[r * in_stride + i]);
@@ -48,6 +50,7 @@ void backward(T* dgate, T* dup, const T* dout, const T* gate, const T* up, std::
               std::int64_t cols, std::int64_t in_stride) {
   require(cols > 0 && in_stride >= cols, "swiglu", "cols must be positive and <= the row stride",
           cols);
+  LVT_PARALLEL_FOR_IF(rows * cols >= parallel::min_elems)
   for (std::int64_t r = 0; r < rows; r++)
     for (std::int64_t i = 0; i < cols; i++) {
       const std::int64_t j = r * in_stride + i;
