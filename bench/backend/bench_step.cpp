@@ -11,6 +11,7 @@
 #include <benchmark/benchmark.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <random>
 #include <string>
 #include <vector>
@@ -29,6 +30,33 @@ constexpr lvt::ModelConfig smollm2_135m{.arch = lvt::Arch::llama, .layers = 30, 
                                         .vocab = 49152, .tied_embeddings = true,
                                         .rope_theta = 100000.0, .norm_eps = 1e-5,
                                         .max_position = 8192};
+
+// LVT_BENCH_PROFILE=1: per-op times as counters (a clock read around every op; no measurable
+// cost at these shapes, but off by default so tokens/s is the plain step).
+const bool profile_ops = std::getenv("LVT_BENCH_PROFILE") != nullptr;
+
+// The matrix-product FLOPs of one step (2 m n k each; causal attention counts its lower
+// triangle, T (T + 1) / 2 scores per head): forward (and one recompute per checkpointed layer),
+// input gradients, LoRA's products, the lm-head forward and input gradient, attention's two
+// forward and five backward products. What "% of the sgemm rate" divides by.
+double step_flops(const lvt::ModelConfig& m, const lvt::PlanOptions& o) {
+  const double n = double(o.batch) * o.seq, r = o.lora_rank, H = m.hidden;
+  const double in[7] = {H, H, H, double(m.q_dim()), H, H, double(m.ffn)};
+  const double out[7] = {double(m.q_dim()), double(m.kv_dim()), double(m.kv_dim()), H,
+                         double(m.ffn), double(m.ffn), H};
+  double fwd = 0, bwd = 0;
+  for (int p = 0; p < 7; ++p) {
+    fwd += 2 * n * in[p] * out[p] + 2 * n * r * (in[p] + out[p]);  // x W^T, LoRA down + up
+    bwd += 2 * n * in[p] * out[p];                                   // dy W
+    bwd += 2 * n * r * (out[p] + in[p] + in[p] + in[p] + out[p]);    // dh, h, dA, dx, dB
+  }
+  const double causal = double(o.batch) * m.heads * (double(o.seq) * (o.seq + 1) / 2) * m.head_dim;
+  fwd += 2 * 2 * causal;
+  bwd += 5 * 2 * causal;
+  const double recompute = o.checkpoint_every > 0 ? fwd : 0;
+  const double head = 2 * 2 * n * H * m.vocab;
+  return m.layers * (fwd + bwd + recompute) + head;
+}
 
 int threads_arg(std::int64_t t) { return t > 0 ? int(t) : lvt::ops::parallel::available(); }
 
@@ -52,6 +80,11 @@ void run_steps(benchmark::State& s, const lvt::ModelConfig& m, lvt::PlanOptions 
   os.clip = 1.0;
   std::uint64_t step = 0;
   double loss = 0;
+  // one step before timing (first-touch of the arena, OpenBLAS's buffers), then profiled steps
+  os.step = ++step;
+  run.backend().step(tokens.data(), targets.data(), &os, 1.0, 7, step);
+  run.backend().set_profiling(profile_ops);
+  run.backend().profile().reset();
   for (auto _ : s) {
     os.step = ++step;
     const lvt::backend::StepStats st = run.backend().step(tokens.data(), targets.data(), &os, 1.0, 7, step);
@@ -63,6 +96,16 @@ void run_steps(benchmark::State& s, const lvt::ModelConfig& m, lvt::PlanOptions 
   s.counters["loss"] = loss;
   s.counters["threads"] = threads;
   s.counters["arena_MiB"] = double(run.backend().plan().summary.arena_bytes) / 1048576.0;
+  s.counters["GFLOP/step"] = step_flops(m, o) / 1e9;
+  s.counters["GFLOP/s"] = benchmark::Counter(double(s.iterations()) * step_flops(m, o) / 1e9,
+                                             benchmark::Counter::kIsRate);
+  if (profile_ops) {  // ms per step of each kind of op
+    const lvt::backend::HostProfile& p = run.backend().profile();
+    for (int i = 0; i < lvt::backend::HostProfile::count; ++i)
+      if (p.calls[i] > 0)
+        s.counters[std::string("ms ") + lvt::backend::HostProfile::names[i]] =
+            1e3 * p.seconds[i] / double(s.iterations());
+  }
   s.SetLabel(label);
 }
 

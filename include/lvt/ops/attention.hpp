@@ -25,10 +25,12 @@
 #include <cstdint>
 #include <cstdio>
 #include <string>
+#include <type_traits>
 
 #include "lvt/ops/common.hpp"
 #include "lvt/ops/matmul.hpp"
 #include "lvt/ops/parallel.hpp"
+#include "lvt/ops/vmath.hpp"
 
 namespace lvt::ops::attention {
 
@@ -73,6 +75,31 @@ LVT_HD inline std::int64_t example_start(const std::int32_t* positions, std::int
 }
 
 namespace detail {
+// A softmax row's max, exp(x - shift) in place (with its sum in double): vectorized for float
+// (ops/vmath.hpp), libm in double (the gradient checks).
+template <class T>
+T softmax_max(const T* x, std::int64_t n) {
+  if constexpr (std::is_same_v<T, float>) return vmath::max_of(x, n);
+  T m = x[0];
+  for (std::int64_t j = 1; j < n; j++) m = x[j] > m ? x[j] : m;
+  return m;
+}
+template <class T>
+double softmax_exp_sum(T* x, std::int64_t n, T shift) {
+  if constexpr (std::is_same_v<T, float>) return vmath::exp_shift_sum(x, n, shift);
+  double sum = 0;
+  for (std::int64_t j = 0; j < n; j++) {
+    x[j] = std::exp(x[j] - shift);
+    sum += double(x[j]);
+  }
+  return sum;
+}
+template <class T>
+void softmax_exp(T* x, std::int64_t n, T shift) {
+  if constexpr (std::is_same_v<T, float>) return vmath::exp_shift(x, n, shift);
+  for (std::int64_t j = 0; j < n; j++) x[j] = std::exp(x[j] - shift);
+}
+
 // Scores of query rows [t0, t1) of (b, h) against keys [j0, t1): P[r, j - j0] = exp(s - m_r) /
 // sum_r, lse_out written (forward), or exp(s - lse_in[t]) (backward); keys outside a row's
 // [start_t, t] are 0.
@@ -90,17 +117,11 @@ void score_block(T* P, T* lse_out, const T* lse_in, const T* q, const T* k, std:
     for (std::int64_t j = 0; j < js; j++) s[j] = 0;
     for (std::int64_t j = je + 1; j < nk; j++) s[j] = 0;
     if (lse_in) {
-      const T l = lse_in[t];
-      for (std::int64_t j = js; j <= je; j++) s[j] = std::exp(s[j] - l);
+      softmax_exp(s + js, je + 1 - js, lse_in[t]);
       continue;
     }
-    T m = -INFINITY;
-    for (std::int64_t j = js; j <= je; j++) m = s[j] > m ? s[j] : m;
-    double sum = 0;
-    for (std::int64_t j = js; j <= je; j++) {
-      s[j] = std::exp(s[j] - m);  // exp in T (expf on the host backend); the sum in double
-      sum += double(s[j]);
-    }
+    const T m = softmax_max(s + js, je + 1 - js);
+    const double sum = softmax_exp_sum(s + js, je + 1 - js, m);  // exp in T, the sum in double
     const T inv = T(1.0 / sum);
     for (std::int64_t j = js; j <= je; j++) s[j] *= inv;
     lse_out[t] = m + T(std::log(sum));

@@ -14,10 +14,12 @@
 #include <cmath>
 #include <cstdint>
 #include <string>
+#include <type_traits>
 
 #include "lvt/ops/common.hpp"
 #include "lvt/ops/matmul.hpp"
 #include "lvt/ops/parallel.hpp"
+#include "lvt/ops/vmath.hpp"
 
 namespace lvt::ops::cross_entropy {
 
@@ -55,6 +57,16 @@ inline std::int64_t count_labels(const std::int32_t* labels, std::int64_t n_toke
 template <class T>
 inline double row_loss_and_grad(T* logits, std::int64_t vocab, std::int32_t label, T scale,
                                 bool want_grad) {
+  if constexpr (std::is_same_v<T, float>) {  // the host backend: vectorized exp (ops/vmath.hpp)
+    const float m = vmath::max_of(logits, vocab), at_label = logits[label];
+    const double sum = vmath::exp_shift_sum(logits, vocab, m);  // logits now exp(l - m)
+    const double lse = double(m) + std::log(sum);
+    if (want_grad) {
+      vmath::scale(logits, vocab, float(double(scale) / sum));  // softmax * scale
+      logits[label] -= scale;
+    }
+    return lse - double(at_label);
+  }
   T m = logits[0];
   for (std::int64_t v = 1; v < vocab; v++) m = logits[v] > m ? logits[v] : m;
   double sum = 0;

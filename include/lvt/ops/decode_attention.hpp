@@ -14,6 +14,7 @@
 #include <cstdint>
 
 #include "lvt/ops/common.hpp"
+#include "lvt/ops/attention.hpp"
 #include "lvt/ops/matmul.hpp"
 #include "lvt/ops/parallel.hpp"
 
@@ -48,16 +49,10 @@ void forward(T* out, T* scratch, const T* q, const T* k, const T* v, std::int64_
     for (std::int64_t i = 0; i < rows; i++) {
       const std::int64_t t = pos0 + i;
       const T* qt = q + (i * heads + h) * D;
-      T m = -INFINITY;
-      for (std::int64_t j = 0; j <= t; j++) {
+      for (std::int64_t j = 0; j <= t; j++)
         s[j] = scale * matmul::dot(qt, k + (j * kv_heads + g) * D, D);
-        if (s[j] > m) m = s[j];
-      }
-      double sum = 0;
-      for (std::int64_t j = 0; j <= t; j++) {
-        s[j] = std::exp(s[j] - m);
-        sum += double(s[j]);
-      }
+      const T m = attention::detail::softmax_max(s, t + 1);
+      const double sum = attention::detail::softmax_exp_sum(s, t + 1, m);
       const T inv = T(1.0 / sum);
       T* o = out + (i * heads + h) * D;
       for (std::int64_t d = 0; d < D; d++) o[d] = 0;
