@@ -2,6 +2,7 @@
 // known values (RoPE llama3 inv_freq, AdamW steps, cosine schedule), and bad input.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <string>
@@ -22,6 +23,7 @@
 #include "lvt/ops/rmsnorm.hpp"
 #include "lvt/ops/rope.hpp"
 #include "lvt/ops/schedule.hpp"
+#include "lvt/ops/vmath.hpp"
 #include "lvt/ops/swiglu.hpp"
 
 using namespace lvt;
@@ -863,4 +865,33 @@ TEST_CASE("grad_accum and residual") {
   Vec o(5);
   ops::residual::forward(o.data(), g.data(), h.data(), 5);
   CHECK(o[2] == g[2] + h[2]);
+}
+
+// ---- vectorized float math of the host backend ----------------------------------------------
+
+TEST_CASE("vmath: exp within 2 ulp of exp in double over its range; 0 below, inf above") {
+  double worst = 0;
+  for (double x = -86.9; x <= 88.7; x += 1.7e-3) {
+    const float xf = float(x);
+    const double want = std::exp(double(xf));
+    const double got = ops::vmath::exp(xf);
+    worst = std::max(worst, std::fabs(got - want) / want);
+  }
+  CHECK(worst < 2 * 1.1920929e-7);  // 2 ulp at the top of a binade
+  CHECK(ops::vmath::exp(0.0f) == 1.0f);
+  CHECK(ops::vmath::exp(-100.0f) == 0.0f);
+  CHECK(std::isinf(ops::vmath::exp(100.0f)));
+  // a row kernel: exp(x - shift) in place and its sum, against libm
+  std::vector<float> row(1003), ref(row.size());
+  double want = 0;
+  for (std::size_t i = 0; i < row.size(); i++) {
+    row[i] = float(std::sin(double(i)) * 20);
+    ref[i] = std::exp(row[i] - 20.0f);
+    want += ref[i];
+  }
+  CHECK(ops::vmath::max_of(row.data(), std::int64_t(row.size())) ==
+        *std::max_element(row.begin(), row.end()));
+  const double got = ops::vmath::exp_shift_sum(row.data(), std::int64_t(row.size()), 20.0f);
+  CHECK(got == doctest::Approx(want).epsilon(1e-6));
+  for (std::size_t i = 0; i < row.size(); i++) CHECK(row[i] == doctest::Approx(ref[i]).epsilon(3e-7));
 }
