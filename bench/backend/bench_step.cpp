@@ -6,10 +6,16 @@
 //     extra forward per layer).
 //   BM_smollm2_step: SmolLM2-135M's shapes (30 layers, hidden 576, 9 heads / 3 kv, ffn 1536,
 //     vocab 49152, tied embeddings), batch 4 x seq 256 and 1 x 1024, fp32 or NF4 base.
-// Both at 1 thread and at every core (`threads` 0 = all). --benchmark_filter picks a subset.
+//   BM_step_sgemm: the rate of the step's base matrix products alone (one layer's x W^T and dy W
+//     of all seven projections, the lm-head's two chunk products), the sgemm rate the step's
+//     "GFLOP/s" counter is compared with.
+// All at 1 thread and at every core (`threads` 0 = all). --benchmark_filter picks a subset;
+// LVT_BENCH_PROFILE=1 adds per-op milliseconds per step ("ms ..." counters).
 //   ninja -C build-host bench/bench_backend && ./build-host/bench/bench_backend
 #include <benchmark/benchmark.h>
+#include <sys/resource.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <random>
@@ -96,6 +102,12 @@ void run_steps(benchmark::State& s, const lvt::ModelConfig& m, lvt::PlanOptions 
   s.counters["loss"] = loss;
   s.counters["threads"] = threads;
   s.counters["arena_MiB"] = double(run.backend().plan().summary.arena_bytes) / 1048576.0;
+  s.counters["plan_MiB"] = double(run.backend().plan().summary.arena_bytes +
+                                  run.backend().plan().summary.pinned_bytes) / 1048576.0;
+  // the process's peak resident set so far: run one benchmark per process to read it per shape
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  s.counters["peak_rss_MiB"] = double(ru.ru_maxrss) / 1024.0;
   s.counters["GFLOP/step"] = step_flops(m, o) / 1e9;
   s.counters["GFLOP/s"] = benchmark::Counter(double(s.iterations()) * step_flops(m, o) / 1e9,
                                              benchmark::Counter::kIsRate);
@@ -136,7 +148,62 @@ void BM_smollm2_step(benchmark::State& s) {
                 std::to_string(o.batch) + " x " + std::to_string(o.seq));
 }
 
+// The sgemm rate at the step's own shapes, in the same run: one layer's base products (forward
+// x W^T and input gradient dy W of all seven projections) and the lm-head's two chunk products,
+// through ops::matmul::gemm (OpenBLAS, split over the threads as the step splits them).
+// range(0): 0 the small model (4 x 256), 1 SmolLM2 4 x 256, 2 SmolLM2 1 x 1024 (the same token
+// count: the same shapes); range(1): threads (0: all).
+void BM_step_sgemm(benchmark::State& s) {
+  const lvt::ModelConfig& m = s.range(0) ? smollm2_135m : small_model;
+  lvt::PlanOptions o;
+  o.batch = s.range(0) == 2 ? 1 : 4;
+  o.seq = s.range(0) == 2 ? 1024 : 256;
+  o.precision = lvt::DType::fp32;
+  const std::int64_t n = std::int64_t(o.batch) * o.seq, H = m.hidden;
+  const std::int64_t chunk = lvt::plan::loss_chunk_tokens(m, o);
+  struct G {
+    bool ta, tb;
+    std::int64_t M, N, K;
+  };
+  std::vector<G> gs;
+  for (int p = 0; p < 7; ++p) {
+    const auto sh = lvt::plan::proj_shape(m, p);
+    gs.push_back({false, true, n, sh.out, sh.in});   // y = x W^T
+    gs.push_back({false, false, n, sh.in, sh.out});  // dx += dy W
+  }
+  gs.push_back({false, true, chunk, m.vocab, H});    // logits = h W^T
+  gs.push_back({false, false, chunk, H, m.vocab});   // dh = dlogits W
+  std::int64_t most_a = 0, most_b = 0, most_c = 0;
+  double flops = 0;
+  for (const G& g : gs) {
+    most_a = std::max(most_a, g.M * g.K);
+    most_b = std::max(most_b, g.K * g.N);
+    most_c = std::max(most_c, g.M * g.N);
+    flops += 2.0 * double(g.M) * double(g.N) * double(g.K);
+  }
+  std::vector<float> A(static_cast<std::size_t>(most_a), 0.01f), B(static_cast<std::size_t>(most_b), 0.02f),
+      C(static_cast<std::size_t>(most_c), 0.0f);
+  const int threads = threads_arg(s.range(1));
+  lvt::ops::parallel::set_threads(threads);
+  for (auto _ : s)
+    for (const G& g : gs)
+      lvt::ops::matmul::gemm(g.ta, g.tb, g.M, g.N, g.K, 1.0f, A.data(), g.ta ? g.M : g.K, B.data(),
+                             g.tb ? g.K : g.N, 0.0f, C.data(), g.N);
+  s.counters["GFLOP/s"] = benchmark::Counter(double(s.iterations()) * flops / 1e9,
+                                             benchmark::Counter::kIsRate);
+  s.counters["threads"] = threads;
+  s.SetLabel(lvt::ops::matmul::blas::setup().library + " " + lvt::ops::matmul::blas::setup().core +
+             " kernels (" + lvt::ops::matmul::blas::setup().build + " build)");
+}
+
 }  // namespace
+
+BENCHMARK(BM_step_sgemm)
+    ->ArgNames({"shape", "threads"})
+    ->ArgsProduct({{0, 1}, {1, 0}})
+    ->Unit(benchmark::kMillisecond)
+    ->MinTime(2.0)
+    ->UseRealTime();
 
 BENCHMARK(BM_train_step)
     ->ArgNames({"nf4", "ckpt", "threads"})

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "fd.hpp"
@@ -894,4 +895,35 @@ TEST_CASE("vmath: exp within 2 ulp of exp in double over its range; 0 below, inf
   const double got = ops::vmath::exp_shift_sum(row.data(), std::int64_t(row.size()), 20.0f);
   CHECK(got == doctest::Approx(want).epsilon(1e-6));
   for (std::size_t i = 0; i < row.size(); i++) CHECK(row[i] == doctest::Approx(ref[i]).epsilon(3e-7));
+}
+
+TEST_CASE("matmul: gemm split over threads equals the naive sums for every transposition") {
+  // 5.25 M multiply-adds: above parallel_min_work, so with 2+ threads the product is split
+  // (by rows when M >= N, else by columns: both shapes run).
+  for (auto [M, N] : {std::pair<int, int>{300, 70}, std::pair<int, int>{70, 300}}) {
+    const int K = 250;
+    for (bool ta : {false, true})
+      for (bool tb : {false, true}) {
+        CAPTURE(M);
+        CAPTURE(ta);
+        CAPTURE(tb);
+        const int lda = (ta ? M : K) + 3, ldb = (tb ? K : N) + 1, ldc = N + 2;
+        const Vec A = random_vec((ta ? K : M) * lda, 201), B = random_vec((tb ? N : K) * ldb, 202),
+                  C0 = random_vec(M * ldc, 203);
+        Vec C = C0;
+        ops::parallel::set_threads(ops::parallel::available());
+        ops::matmul::gemm(ta, tb, M, N, K, 0.5, A.data(), lda, B.data(), ldb, 2.0, C.data(), ldc);
+        double worst = 0;
+        for (int i = 0; i < M; i++)
+          for (int j = 0; j < N; j++) {
+            double s = 0;
+            for (int k = 0; k < K; k++)
+              s += (ta ? A[k * lda + i] : A[i * lda + k]) * (tb ? B[j * ldb + k] : B[k * ldb + j]);
+            const double want = 0.5 * s + 2.0 * C0[i * ldc + j];
+            worst = std::max(worst, std::fabs(C[i * ldc + j] - want) / (1 + std::fabs(want)));
+          }
+        CHECK(worst < 1e-12);
+        CHECK(C[0 * ldc + N] == C0[0 * ldc + N]);  // padding between rows untouched
+      }
+  }
 }
