@@ -16,12 +16,20 @@ cat >"$tmp/use.cpp" <<'CPP'
 using T = lvt::Trainer<lvt::Llama<lvt::presets::llama_3_2_1b>, lvt::QuantPolicy<lvt::NF4>,
                        lvt::Shape<1, 256>, lvt::gpu::RTX4060>;
 static_assert(lvt::fits<T>);
-int main() { std::printf("%lld\n", static_cast<long long>(T::plan.summary.arena_bytes)); }
+int main() {
+  std::printf("%lld\n", static_cast<long long>(T::plan.summary.arena_bytes));
+  // the host backend's BLAS and threads link too
+  float c = 0, a = 2, b = 3;
+  lvt::ops::matmul::gemm(false, false, 1, 1, 1, 1.0f, &a, 1, &b, 1, 0.0f, &c, 1);
+  std::printf("%s %d\n", lvt::ops::matmul::blas::setup().library.c_str(), int(c));
+  return c == 6 ? 0 : 1;
+}
 CPP
 pc=$(find "$root" -name lvt.pc | head -1)
 [ -n "$pc" ] || { echo "FAIL: lvt.pc not installed"; exit 1; }
 flags=$(PKG_CONFIG_PATH=$(dirname "$pc") PKG_CONFIG_SYSROOT_DIR="$tmp/root" pkg-config --cflags lvt)
-g++ $flags "$tmp/use.cpp" -o "$tmp/use_pc"
+libs=$(PKG_CONFIG_PATH=$(dirname "$pc") pkg-config --libs lvt)
+g++ $flags "$tmp/use.cpp" -o "$tmp/use_pc" $libs
 "$tmp/use_pc" >/dev/null
 echo "ok: pkg-config lvt"
 if command -v cmake >/dev/null; then

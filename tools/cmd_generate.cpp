@@ -56,7 +56,8 @@ const char* generate_help =
     "                          reference); cuda the GPU (bf16, fp16 on sm_75 or with --precision\n"
     "                          fp16), which fails with the reason when no GPU is usable. auto\n"
     "                          stays on the host while the CUDA decode path is new (it has not\n"
-    "                          run on a GPU yet)\n";
+    "                          run on a GPU yet)\n"
+    "  --threads N             host threads, 1 to the cores this process may use (default: all)\n";
 
 nlohmann::json read_json_file(const fs::path& p) {
   std::ifstream f(p, std::ios::binary);
@@ -103,7 +104,7 @@ int lvt_cmd_generate(int argc, char** argv) {
   valued.insert(valued.end(), {"--model", "--random-weights", "--init-std", "--adapter", "--prompt",
                                "--chat", "--prompt-ids", "--tokenizer", "--max-new-tokens",
                                "--temperature", "--top-k", "--top-p", "--seed", "--context",
-                               "--backend"});
+                               "--backend", "--threads"});
   const cli::Args a = cli::parse_args(argc, argv, switches, valued);
   if (a.has("--help")) {
     std::printf("%s%s", generate_help, cli::policy_help);

@@ -11,6 +11,8 @@ command -v cmake >/dev/null || need+=(cmake)
 [ -f /usr/include/doctest/doctest.h ] || need+=(doctest-dev)
 [ -f /usr/include/nlohmann/json.hpp ] || need+=(nlohmann-json3-dev)
 [ -f /usr/include/benchmark/benchmark.h ] || need+=(libbenchmark-dev)
+# The host backend's matrix products (cblas_sgemm); meson stops with this name when it is missing.
+pkg-config --exists openblas 2>/dev/null || need+=(libopenblas-dev)
 # text/: Oniguruma (the regex engine of the tokenizers library) and utf8proc (NFC / NFKC).
 [ -f /usr/include/oniguruma.h ] || need+=(libonig-dev)
 [ -f /usr/include/utf8proc.h ] || need+=(libutf8proc-dev)

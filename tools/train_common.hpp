@@ -2,7 +2,9 @@
 // What `lvt train` and `lvt eval` share: the model (a Hugging Face folder, or random frozen
 // weights for a config.json or preset), the token data (an llm.c .bin / JSONL file, or the bytes
 // of a text file), the lines that say which backend runs and what the plan holds.
+#include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -25,7 +27,8 @@ namespace lvt::cli {
 // Flags both commands take besides the policy flags.
 inline const std::vector<std::string> model_data_flags = {"--model", "--data", "--text",
                                                           "--random-weights", "--init-std",
-                                                          "--tokenizer", "--chat-template", "--cache"};
+                                                          "--tokenizer", "--chat-template", "--cache",
+                                                          "--threads"};
 // Switches both commands take for training examples.
 inline const std::vector<std::string> data_switches = {"--train-on-prompt", "--no-truncate", "--skip-mismatched"};
 
@@ -52,7 +55,27 @@ inline const char* model_data_help =
     "  --skip-mismatched       leave out (and count) an example whose prompt's tokens are not a\n"
     "                          prefix of the whole example's (default: an error naming its line)\n"
     "  --cache DIR|off         folder of the token cache FILE.lvt-cache.safetensors (default:\n"
-    "                          train: --out's parent folder; eval: the data file's folder)\n";
+    "                          train: --out's parent folder; eval: the data file's folder)\n"
+    "  --threads N             host threads, 1 to the cores this process may use (default: all);\n"
+    "                          a fixed N gives bit-identical results run to run\n";
+
+// --threads N: the host backend's threads (RunOptions::threads; absent: every core). 0 or more
+// than the machine has is an error that says how many it has.
+inline RunOptions run_options(const Args& a) {
+  RunOptions r;
+  if (!a.has("--threads")) return r;
+  const std::string v = a.get("--threads");
+  const int cores = ops::parallel::available();
+  char* end = nullptr;
+  errno = 0;
+  const long long n = std::strtoll(v.c_str(), &end, 10);
+  if (v.empty() || *end != 0 || errno != 0 || n < 1 || n > cores)
+    throw Error("--threads '" + v + "': expected 1 to " + std::to_string(cores) + " (this machine " +
+                "lets lvt use " + std::to_string(cores) + " core" + (cores == 1 ? "" : "s") +
+                "; leave --threads out to use all of them)");
+  r.threads = int(n);
+  return r;
+}
 
 // The model's description, from --model (required).
 inline ModelConfig model_of(const Args& a) {
@@ -78,7 +101,7 @@ R make_run(const Args& a, const ModelConfig& m, const PlanOptions& o) {
                                               std::numeric_limits<long long>::max()));
     const double std = a.has("--init-std") ? parse_double("--init-std", a.get("--init-std")) : 0.02;
     if (!(std > 0 && std <= 10)) throw Error("--init-std '" + a.get("--init-std") + "': expected 0 < X <= 10");
-    R r(m, o);
+    R r(m, o, run_options(a));
     r.init_random_weights(seed, float(std));
     return r;
   }
@@ -89,7 +112,7 @@ R make_run(const Args& a, const ModelConfig& m, const PlanOptions& o) {
     throw Error("--model '" + a.get("--model") +
                 "' has no weights (a preset or a config.json): give a Hugging Face folder with "
                 "safetensors, a .gguf file, or --random-weights SEED");
-  return R::from_pretrained(dir, o, &m);
+  return R::from_pretrained(dir, o, &m, run_options(a));
 }
 
 // The token file of `data_flag`, or the bytes of `text_flag`'s file (tokens 0..255). One of them

@@ -61,7 +61,7 @@ void BM_rope_fwd_bwd(benchmark::State& s) {
 
 void BM_attention_fwd(benchmark::State& s) {
   auto q = rnd(N * H * D, 6), k = rnd(N * KV * D, 7), v = rnd(N * KV * D, 8);
-  std::vector<float> out(N * H * D), lse(B * H * T), scr(lvt::ops::attention::scratch_elems(T));
+  std::vector<float> out(N * H * D), lse(B * H * T), scr(lvt::ops::attention::scratch_elems(B, T, H, KV, D, 1));
   for (auto _ : s) {
     lvt::ops::attention::forward(out.data(), lse.data(), scr.data(), q.data(), k.data(), v.data(),
                                  B, T, H, KV, D);
@@ -73,7 +73,7 @@ void BM_attention_fwd(benchmark::State& s) {
 void BM_attention_bwd(benchmark::State& s) {
   auto q = rnd(N * H * D, 6), k = rnd(N * KV * D, 7), v = rnd(N * KV * D, 8),
        dout = rnd(N * H * D, 9);
-  std::vector<float> out(N * H * D), lse(B * H * T), scr(T), dq(N * H * D), dk(N * KV * D),
+  std::vector<float> out(N * H * D), lse(B * H * T), scr(lvt::ops::attention::scratch_elems(B, T, H, KV, D, 1)), dq(N * H * D), dk(N * KV * D),
       dv(N * KV * D);
   lvt::ops::attention::forward(out.data(), lse.data(), scr.data(), q.data(), k.data(), v.data(),
                                B, T, H, KV, D);
@@ -173,7 +173,7 @@ void BM_decoder_layer_fwd_bwd(benchmark::State& s) {
   op::rope::tables(cs.data(), sn.data(), inv.data(), T, D / 2);
   std::vector<float> h1(N * C), r1(N), qv(N * QD), kv(N * KVD), vv(N * KVD), att(N * QD),
       lse(B * H * T), tmp(N * C), xm(N * C), h2(N * C), r2(N), g(N * F), u(N * F), act(N * F),
-      xo(N * C), scr(op::linear::scratch_elems(N, F, R)), ascr(T), dres(N * C), dact(N * F),
+      xo(N * C), scr(op::linear::scratch_elems(N, F, R)), ascr(op::attention::scratch_elems(B, T, H, KV, D, 1)), dres(N * C), dact(N * F),
       dg(N * F), du(N * F), dln(N * C), datt(N * QD), dq(N * QD), dk(N * KVD), dv(N * KVD),
       dqp(N * QD), dkp(N * KVD);
   auto fwd = [&](int p, float* y, const float* xin) {

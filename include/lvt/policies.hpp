@@ -66,6 +66,7 @@ struct PlanOptions {
   int sm = 0;                        // compute capability x10 of the target; 0: unknown
   int loss_chunk_tokens = 0;         // tokens per lm-head chunk; 0: planner picks
   int generate_context = 0;          // KV cache tokens per sequence (prompt + new); 0: none
+  int host_threads = 1;              // host backend (fp32): threads whose scratch the plan sizes
 
   constexpr bool operator==(const PlanOptions&) const = default;
 };

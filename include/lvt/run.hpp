@@ -37,6 +37,16 @@ struct Progress {
   std::int64_t arena_bytes = 0, pinned_bytes = 0;
 };
 
+// How a run executes (not what it computes, except that results are bit-identical only for a
+// fixed thread count).
+struct RunOptions {
+  // Host threads: 0 (the default) uses every core this process may run on; 1..that many is
+  // taken as it is; more, or a negative count, is an error that names the machine's count.
+  // The host backend plans one attention scratch per thread.
+  int threads = 0;
+  bool poison = false;  // host backend: freed buffers filled with NaN (a use-after-free check)
+};
+
 struct FitOptions {
   std::int64_t steps = 100;         // optimizer steps of the whole run (the schedule's length)
   std::int64_t stop_after = 0;      // return after this optimizer step (0: at `steps`)
@@ -79,7 +89,9 @@ class BasicRun {
  public:
   // `poison` (freed buffers filled with NaN) is a host-backend check.
   BasicRun(const ModelConfig& model, const PlanOptions& options, bool poison = false)
-      : b_(make(model, options, poison)) {
+      : BasicRun(model, options, RunOptions{0, poison}) {}
+  BasicRun(const ModelConfig& model, const PlanOptions& options, const RunOptions& run)
+      : b_(make(model, options, run)) {
     init_lora(0);
   }
 
@@ -93,18 +105,22 @@ class BasicRun {
   // at a time (io/gguf_model.hpp: q/k rows un-permuted) and quantized as the plan says.
   static BasicRun from_pretrained(const std::filesystem::path& dir, const PlanOptions& options,
                              const ModelConfig* expected = nullptr, bool poison = false) {
+    return from_pretrained(dir, options, expected, RunOptions{0, poison});
+  }
+  static BasicRun from_pretrained(const std::filesystem::path& dir, const PlanOptions& options,
+                                  const ModelConfig* expected, const RunOptions& run) {
     if (dir.extension() == ".gguf" && std::filesystem::is_regular_file(dir)) {
       const io::GgufModel g(dir, expected);
-      BasicRun r(g.config(), options, poison);
+      BasicRun r(g.config(), options, run);
       r.base_model_ = dir.string();
       g.for_each_weight([&](const io::WeightSlot& s, std::span<const float> v) {
         r.set_weight(s, v.data());
       });
       return r;
     }
-    if (is_bnb4bit_folder(dir)) return from_bnb4bit(dir, options, expected, poison);
+    if (is_bnb4bit_folder(dir)) return from_bnb4bit(dir, options, expected, run);
     const io::HfModel hf(dir, expected);
-    BasicRun r(hf.config(), options, poison);
+    BasicRun r(hf.config(), options, run);
     r.base_model_ = dir.string();
     hf.for_each_weight([&](const io::WeightSlot& s, std::span<const float> v) {
       r.set_weight(s, v.data());
@@ -123,7 +139,7 @@ class BasicRun {
   }
 
   static BasicRun from_bnb4bit(const std::filesystem::path& dir, const PlanOptions& options,
-                          const ModelConfig* expected, bool poison) {
+                               const ModelConfig* expected, const RunOptions& run) {
     const std::filesystem::path cfg_path = dir / "config.json";
     const ModelConfig cfg = io::read_hf_config(cfg_path);
     if (expected) {
@@ -131,7 +147,7 @@ class BasicRun {
       if (!diff.empty()) throw Error(cfg_path.string() + ": " + diff);
     }
     const io::SafetensorsSet set = io::SafetensorsSet::open_dir(dir);
-    BasicRun r(cfg, options, poison);
+    BasicRun r(cfg, options, run);
     r.base_model_ = dir.string();
     r.bit_exact_weights_ = 0;
     std::vector<float> buf;
@@ -528,12 +544,14 @@ class BasicRun {
   }
 
   static std::unique_ptr<Backend> make(const ModelConfig& model, const PlanOptions& options,
-                                       bool poison) {
+                                       const RunOptions& run) {
     if constexpr (Backend::has_poison_mode) {
-      return std::make_unique<Backend>(model, options, poison);
+      return std::make_unique<Backend>(model, options, run.poison, run.threads);
     } else {
-      if (poison) throw Error("poison mode is a check of the host backend; the " +
-                              std::string(Backend::name()) + " backend has none");
+      if (run.poison) throw Error("poison mode is a check of the host backend; the " +
+                                  std::string(Backend::name()) + " backend has none");
+      // the host side of this backend (an offloaded optimizer) runs on these threads
+      ops::parallel::set_threads(ops::parallel::resolve_threads(run.threads));
       return std::make_unique<Backend>(model, options);
     }
   }

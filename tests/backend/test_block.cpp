@@ -103,7 +103,8 @@ double run(Model& m, std::vector<Vec>* grads) {
     for (std::int64_t s : sizes) b.saved.emplace_back(std::size_t(s), 0.0);
   for (Vec& x : b.x) x.assign(std::size_t(N * H), 0.0);
   ops::embedding::forward(b.x[0].data(), m.tokens.data(), m.embed.data(), N, cfg.vocab, H);
-  Vec act(std::size_t(N * F)), row(T);
+  Vec act(std::size_t(N * F)),
+      row(std::size_t(ops::attention::scratch_elems(B, T, cfg.heads, cfg.kv_heads, cfg.head_dim, 1)));
   std::vector<Vec> dA(14), dB(14);
   for (int l = 0; l < 2; ++l)
     for (int p = 0; p < 7; ++p) {
@@ -124,7 +125,7 @@ double run(Model& m, std::vector<Vec>* grads) {
                          model::BlockForwardWork<double>{act.data(), row.data(), m.cos.data(), m.sin.data()},
                          b.x[l].data(), b.x[l + 1].data());
   }
-  Vec xf(std::size_t(N * H)), rstd(N), dxf(std::size_t(N * H)), chunk(std::size_t(3 * (cfg.vocab + H)));
+  Vec xf(std::size_t(N * H)), rstd(N), dxf(std::size_t(N * H)), chunk(std::size_t(ops::cross_entropy::scratch_elems(3, cfg.vocab, H)));
   ops::rmsnorm::forward(xf.data(), rstd.data(), b.x[2].data(), m.final_norm.data(), N, H, cfg.norm_eps);
   const auto r = ops::cross_entropy::forward_backward(grads ? dxf.data() : static_cast<double*>(nullptr),
                                                       chunk.data(), xf.data(), m.head.data(),

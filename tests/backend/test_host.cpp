@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "lvt/backend/host.hpp"
@@ -336,4 +337,113 @@ TEST_CASE("packed rows: bad positions name the row, the column and the values") 
   pos[std::size_t(2 * po.seq + 5)] = -1;
   CHECK_THROWS_WITH_AS(b.evaluate(p.tokens.data(), p.targets.data(), pos.data()),
                        doctest::Contains("row 2, column 5: position -1 after 1"), Error);
+}
+
+// ---- threads ---------------------------------------------------------------------------------
+
+namespace {
+
+// Big enough that every threaded path runs split (matrix products over the 4 Mi multiply-add
+// threshold, element ops over 32 Ki values, two attention query blocks, grouped heads), small
+// enough to take well under a second.
+constexpr ModelConfig wide{.arch = Arch::llama, .layers = 2, .hidden = 128, .heads = 4,
+                           .kv_heads = 2, .head_dim = 32, .ffn = 384, .vocab = 512,
+                           .tied_embeddings = false, .rope_theta = 10000.0, .norm_eps = 1e-5,
+                           .max_position = 128};
+
+struct Trained {
+  std::vector<double> losses;
+  std::vector<float> params, grads;
+};
+
+// Two optimizer steps (LoRA dropout on, NF4 base, checkpointing), one step without, and an
+// evaluation on
+// `threads` threads: the losses, the trained LoRA parameters and the last step's gradients.
+Trained train(int threads) {
+  PlanOptions o;
+  o.batch = 2;
+  o.seq = 72;
+  o.lora_rank = 8;
+  o.lora_alpha = 16;
+  o.lora_dropout = 0.1;
+  o.checkpoint_every = 1;
+  backend::HostBackend b(wide, o, false, threads);
+  REQUIRE(b.threads() == threads);
+  init_weights(b, 7);
+  init_lora(b, 11);
+  backend::OptimizerSettings os;
+  os.adamw.lr = 1e-3;
+  Trained t;
+  for (int s = 1; s <= 3; ++s) {
+    const Batch batch = make_batch(b.options(), std::uint64_t(40 + s), wide.vocab);
+    os.step = s;
+    // the last step without the optimizer, so its gradients are still there to compare
+    const backend::StepStats st = b.step(batch.tokens.data(), batch.targets.data(),
+                                         s < 3 ? &os : nullptr, 1.0, 3, std::uint64_t(s));
+    t.losses.push_back(st.mean());
+  }
+  const Batch eval = make_batch(b.options(), 99, wide.vocab);
+  t.losses.push_back(b.evaluate(eval.tokens.data(), eval.targets.data()).mean());
+  t.params.assign(b.lora_params().begin(), b.lora_params().end());
+  t.grads.assign(b.lora_grads().begin(), b.lora_grads().end());
+  return t;
+}
+
+bool same_bits(const Trained& a, const Trained& b) {
+  return a.losses == b.losses && a.params.size() == b.params.size() &&
+         std::memcmp(a.params.data(), b.params.data(), a.params.size() * 4) == 0 &&
+         a.grads.size() == b.grads.size() &&
+         std::memcmp(a.grads.data(), b.grads.data(), a.grads.size() * 4) == 0;
+}
+
+}  // namespace
+
+TEST_CASE("threads: a fixed thread count gives bit-identical training, run to run") {
+  const int most = ops::parallel::available();
+  std::vector<int> counts = {1};
+  if (most > 1) counts.push_back(most);
+  for (int threads : counts) {
+    CAPTURE(threads);
+    const Trained a = train(threads), b = train(threads);
+    REQUIRE(std::isfinite(a.losses.back()));
+    CHECK(same_bits(a, b));
+  }
+  if (most == 1) MESSAGE("one core available: the multi-threaded paths ran on one thread");
+}
+
+TEST_CASE("threads: other counts agree with one thread to rounding") {
+  const int most = ops::parallel::available();
+  if (most == 1) return;
+  const Trained one = train(1), many = train(most);
+  for (std::size_t i = 0; i < one.losses.size(); ++i)
+    CHECK(many.losses[i] == doctest::Approx(one.losses[i]).epsilon(1e-5));
+  CHECK(rel_diff(many.grads, one.grads) < 1e-4);
+  CHECK(rel_diff(many.params, one.params) < 1e-4);
+  // Not asserted (it depends on the BLAS's kernels for the shapes each thread gets): whether
+  // the bits also agree across thread counts.
+  const std::string same = same_bits(one, many) ? "bit-identical" : "differ in the last bits";
+  MESSAGE("1 vs " << most << " threads: " << same);
+}
+
+TEST_CASE("threads: 0 means every core; more than the machine has, or negative, is an error") {
+  const int most = ops::parallel::available();
+  PlanOptions o = base_options();
+  CHECK(backend::HostBackend(tiny, o).threads() == most);
+  CHECK(backend::HostBackend(tiny, o, false, 0).threads() == most);
+  const std::string cores = std::to_string(most) + " core" + (most == 1 ? "" : "s");
+  CHECK_THROWS_WITH_AS(backend::HostBackend(tiny, o, false, most + 1),
+                       ("threads " + std::to_string(most + 1) + ": this machine has " + cores +
+                        " available; use 1.." + std::to_string(most) + " (or 0 for all)")
+                           .c_str(),
+                       Error);
+  CHECK_THROWS_WITH_AS(backend::HostBackend(tiny, o, false, -1),
+                       doctest::Contains("threads -1: this machine has"), Error);
+  // The plan sizes one attention scratch per thread.
+  backend::HostBackend one(tiny, o, false, 1);
+  CHECK(one.options().host_threads == 1);
+  if (most > 1) {
+    backend::HostBackend all(tiny, o, false, most);
+    CHECK(all.options().host_threads == most);
+    CHECK(all.plan().summary.arena_bytes >= one.plan().summary.arena_bytes);
+  }
 }

@@ -89,6 +89,10 @@ expect 1 "--prompt-ids '5000': expected an integer from 0 to 1023" -- generate "
 expect 1 "--top-p must be in (0, 1]" -- generate "${m[@]}" --prompt x --top-p 0
 expect 1 "--context 300 exceeds the model's max_position_embeddings 256" -- generate "${m[@]}" --prompt x --context 300
 expect 1 "no tokenizer.json there" -- generate "${m[@]}" --tokenizer "$tmp" --prompt x
+expect 1 "--threads '0': expected 1 to $(nproc)" -- generate "${m[@]}" --prompt x --threads 0
+expect 1 "--threads '$(($(nproc) + 1))': expected 1 to $(nproc)" -- generate "${m[@]}" --prompt x --threads $(($(nproc) + 1))
+expect 0 "stop: max_new_tokens" -- generate --model "$tmp/model/config.json" --random-weights 1 \
+  --prompt-ids 1,2,3 --max-new-tokens 5 --threads 1
 
 # 8. --backend: auto and host run on the host; cuda on the GPU when one is usable (the backend
 # line says so), else it stops with the reason (no GPU, or an lvt built without CUDA).

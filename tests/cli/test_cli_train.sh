@@ -272,5 +272,29 @@ fi
 expect 0 "usage: lvt train" -- train --help
 expect 0 "usage: lvt eval" -- eval --help
 
+# --threads: a fixed count trains the same adapter, bit for bit, run after run; 0, more than the
+# machine has and non-numbers are refused with the machine's count in the message.
+cores=$(nproc)
+for t in 1 "$cores"; do
+  for i in 1 2; do
+    expect 0 "step 3/3" -- train "${m[@]}" "${lr[@]}" --text "$tmp/train.txt" --steps 3 \
+      --lora-dropout 0.1 --threads "$t" --out "$tmp/threads$t-$i"
+  done
+  if cmp -s "$tmp/threads$t-1/adapter_model.safetensors" "$tmp/threads$t-2/adapter_model.safetensors"; then
+    echo "ok: --threads $t twice gives the same adapter"
+  else
+    fail "--threads $t: two runs wrote different adapters"
+  fi
+done
+expect 1 "--threads '0': expected 1 to $cores (this machine lets lvt use $cores core" -- \
+  train "${m[@]}" --text "$tmp/train.txt" --threads 0 --out "$tmp/x"
+expect 1 "--threads '$((cores + 1))': expected 1 to $cores" -- \
+  train "${m[@]}" --text "$tmp/train.txt" --threads $((cores + 1)) --out "$tmp/x"
+expect 1 "--threads 'two': expected 1 to $cores" -- \
+  train "${m[@]}" --text "$tmp/train.txt" --threads two --out "$tmp/x"
+expect 1 "--threads '0': expected 1 to $cores" -- eval "${m[@]}" --text "$tmp/heldout.txt" --threads 0
+expect 0 "eval loss" -- eval "${m[@]}" --text "$tmp/heldout.txt" --threads 1 --max-batches 2
+expect 0 "--threads N" -- train --help
+
 [ "$fails" = 0 ] || { echo "$fails failures"; exit 1; }
 echo "all ok"

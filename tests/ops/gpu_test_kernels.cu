@@ -179,7 +179,7 @@ void attention_case(int D, const std::vector<std::int32_t>& positions = {}) {
   const std::size_t nq = std::size_t(B) * T * H * D, nk = std::size_t(B) * T * KV * D;
   const auto q = rounded<S>(random_floats(nq, 20)), k = rounded<S>(random_floats(nk, 21));
   const auto v = rounded<S>(random_floats(nk, 22)), dy = rounded<S>(random_floats(nq, 23));
-  std::vector<float> out(nq), lse(std::size_t(B) * H * T), row(T), dq(nq, 0.0f), dk(nk, 0.0f), dv(nk, 0.0f);
+  std::vector<float> out(nq), lse(std::size_t(B) * H * T), row(std::size_t(ops::attention::scratch_elems(B, T, H, KV, D, 1))), dq(nq, 0.0f), dk(nk, 0.0f), dv(nk, 0.0f);
   ops::attention::forward(out.data(), lse.data(), row.data(), q.data(), k.data(), v.data(), B, T, H, KV, D, hp);
   const auto out_s = rounded<S>(out);  // the device backward reads its own S-rounded output
   ops::attention::backward(dq.data(), dk.data(), dv.data(), row.data(), dy.data(), q.data(), k.data(),

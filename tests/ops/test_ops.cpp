@@ -2,9 +2,11 @@
 // known values (RoPE llama3 inv_freq, AdamW steps, cosine schedule), and bad input.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "fd.hpp"
@@ -22,6 +24,7 @@
 #include "lvt/ops/rmsnorm.hpp"
 #include "lvt/ops/rope.hpp"
 #include "lvt/ops/schedule.hpp"
+#include "lvt/ops/vmath.hpp"
 #include "lvt/ops/swiglu.hpp"
 
 using namespace lvt;
@@ -253,7 +256,7 @@ TEST_CASE("attention: GQA forward equals the materialized softmax; FD gradients 
   const int B = 2, T = 6, H = 4, KV = 2, D = 5;
   Vec q = random_vec(B * T * H * D, 41, -2, 2), k = random_vec(B * T * KV * D, 42, -2, 2),
       v = random_vec(B * T * KV * D, 43), w = random_vec(B * T * H * D, 44);
-  Vec out(q.size()), lse(B * H * T), scratch(ops::attention::scratch_elems(T));
+  Vec out(q.size()), lse(B * H * T), scratch(ops::attention::scratch_elems(B, T, H, KV, D, 1));
   ops::attention::forward(out.data(), lse.data(), scratch.data(), q.data(), k.data(), v.data(), B,
                           T, H, KV, D);
   Vec ref(q.size()), ref_lse(lse.size());
@@ -262,7 +265,7 @@ TEST_CASE("attention: GQA forward equals the materialized softmax; FD gradients 
   for (std::size_t i = 0; i < lse.size(); i++) CHECK(lse[i] == doctest::Approx(ref_lse[i]).epsilon(1e-12));
 
   auto loss = [&] {
-    Vec o(q.size()), l(B * H * T), s(T);
+    Vec o(q.size()), l(B * H * T), s(scratch.size());
     ops::attention::forward(o.data(), l.data(), s.data(), q.data(), k.data(), v.data(), B, T, H,
                             KV, D);
     return dot(o, w);
@@ -292,7 +295,8 @@ TEST_CASE("attention: GQA forward equals the materialized softmax; FD gradients 
   CHECK_THROWS_WITH_AS(ops::attention::backward(q.data(), k.data(), v.data(), (double*)nullptr,
                                                 w.data(), q.data(), k.data(), v.data(), out.data(),
                                                 lse.data(), B, T, H, KV, D),
-                       "attention: scratch (scratch_elems(seq) = seq elements) is null (got 6)",
+                       "attention: scratch (scratch_elems(batch, seq, heads, kv_heads, head_dim, threads) "
+                       "elements) is null (got 6)",
                        Error);
 }
 
@@ -317,7 +321,7 @@ TEST_CASE("attention with positions: each packed example equals it alone; FD gra
   const std::int32_t* pos = packed_positions.data();
   Vec q = random_vec(B * T * H * D, 141, -2, 2), k = random_vec(B * T * KV * D, 142, -2, 2),
       v = random_vec(B * T * KV * D, 143), w = random_vec(B * T * H * D, 144);
-  Vec out(q.size()), lse(B * H * T), scratch(ops::attention::scratch_elems(T));
+  Vec out(q.size()), lse(B * H * T), scratch(ops::attention::scratch_elems(B, T, H, KV, D, 1));
   ops::attention::forward(out.data(), lse.data(), scratch.data(), q.data(), k.data(), v.data(), B,
                           T, H, KV, D, pos);
   Vec dq(q.size(), 0.0), dk(k.size(), 0.0), dv(v.size(), 0.0);
@@ -339,7 +343,7 @@ TEST_CASE("attention with positions: each packed example equals it alone; FD gra
                 doctest::Approx(ref[(t * H + h) * D + i]).epsilon(1e-12));
       }
     // Backward of the example alone (causal, no positions): the same gradients, bit for bit.
-    Vec oe(qe.size()), le(H * n), se(n), dqe(qe.size(), 0.0), dke(ke.size(), 0.0), dve(ve.size(), 0.0);
+    Vec oe(qe.size()), le(H * n), se(ops::attention::scratch_elems(1, n, H, KV, D, 1)), dqe(qe.size(), 0.0), dke(ke.size(), 0.0), dve(ve.size(), 0.0);
     ops::attention::forward(oe.data(), le.data(), se.data(), qe.data(), ke.data(), ve.data(), 1, n,
                             H, KV, D);
     ops::attention::backward(dqe.data(), dke.data(), dve.data(), se.data(), we.data(), qe.data(),
@@ -350,7 +354,7 @@ TEST_CASE("attention with positions: each packed example equals it alone; FD gra
     CHECK(rows_of(dv, T, KV * D, e) == dve);
   }
   auto loss = [&] {
-    Vec o(q.size()), l(B * H * T), s(T);
+    Vec o(q.size()), l(B * H * T), s(scratch.size());
     ops::attention::forward(o.data(), l.data(), s.data(), q.data(), k.data(), v.data(), B, T, H,
                             KV, D, pos);
     return dot(o, w);
@@ -637,7 +641,7 @@ TEST_CASE("linear: bad LoRA arguments name the field") {
   CHECK_THROWS_WITH_AS(
       ops::linear::forward(y.data(), (double*)nullptr, x.data(), W.data(), (double*)nullptr, l, N,
                            IN, OUT),
-      "linear: LoRA needs a scratch of scratch_elems(rows, in, rank) = 56 elements (got null)", Error);
+      "linear: LoRA needs a scratch of scratch_elems(rows, in, rank) = 14 elements (got null)", Error);
   CHECK_THROWS_WITH_AS(
       ops::linear::forward(y.data(), s.data(), x.data(), W.data(), (double*)nullptr, l, N, 0, OUT),
       "linear: in_features must be positive (got 0)", Error);
@@ -745,7 +749,7 @@ TEST_CASE("every backward accumulates (+=) into its gradients") {
   });
   const Vec q = random_vec(T * H * D, 157), k = random_vec(T * KV * D, 158),
             v = random_vec(T * KV * D, 159), da = random_vec(T * H * D, 160);
-  Vec ao(T * H * D), lse(H * T), scr(T);
+  Vec ao(T * H * D), lse(H * T), scr(ops::attention::scratch_elems(1, T, H, KV, D, 1));
   ops::attention::forward(ao.data(), lse.data(), scr.data(), q.data(), k.data(), v.data(), 1, T, H, KV, D);
   for (int which = 0; which < 3; which++)
     check_adds(which == 0 ? "attention dq" : which == 1 ? "attention dk" : "attention dv",
@@ -862,4 +866,64 @@ TEST_CASE("grad_accum and residual") {
   Vec o(5);
   ops::residual::forward(o.data(), g.data(), h.data(), 5);
   CHECK(o[2] == g[2] + h[2]);
+}
+
+// ---- vectorized float math of the host backend ----------------------------------------------
+
+TEST_CASE("vmath: exp within 2 ulp of exp in double over its range; 0 below, inf above") {
+  double worst = 0;
+  for (double x = -86.9; x <= 88.7; x += 1.7e-3) {
+    const float xf = float(x);
+    const double want = std::exp(double(xf));
+    const double got = ops::vmath::exp(xf);
+    worst = std::max(worst, std::fabs(got - want) / want);
+  }
+  CHECK(worst < 2 * 1.1920929e-7);  // 2 ulp at the top of a binade
+  CHECK(ops::vmath::exp(0.0f) == 1.0f);
+  CHECK(ops::vmath::exp(-100.0f) == 0.0f);
+  CHECK(std::isinf(ops::vmath::exp(100.0f)));
+  // a row kernel: exp(x - shift) in place and its sum, against libm
+  std::vector<float> row(1003), ref(row.size());
+  double want = 0;
+  for (std::size_t i = 0; i < row.size(); i++) {
+    row[i] = float(std::sin(double(i)) * 20);
+    ref[i] = std::exp(row[i] - 20.0f);
+    want += ref[i];
+  }
+  CHECK(ops::vmath::max_of(row.data(), std::int64_t(row.size())) ==
+        *std::max_element(row.begin(), row.end()));
+  const double got = ops::vmath::exp_shift_sum(row.data(), std::int64_t(row.size()), 20.0f);
+  CHECK(got == doctest::Approx(want).epsilon(1e-6));
+  for (std::size_t i = 0; i < row.size(); i++) CHECK(row[i] == doctest::Approx(ref[i]).epsilon(3e-7));
+}
+
+TEST_CASE("matmul: gemm split over threads equals the naive sums for every transposition") {
+  // 5.25 M multiply-adds: above parallel_min_work, so with 2+ threads the product is split
+  // (by rows when M >= N, else by columns: both shapes run).
+  for (auto [M, N] : {std::pair<int, int>{300, 70}, std::pair<int, int>{70, 300}}) {
+    const int K = 250;
+    for (bool ta : {false, true})
+      for (bool tb : {false, true}) {
+        CAPTURE(M);
+        CAPTURE(ta);
+        CAPTURE(tb);
+        const int lda = (ta ? M : K) + 3, ldb = (tb ? K : N) + 1, ldc = N + 2;
+        const Vec A = random_vec((ta ? K : M) * lda, 201), B = random_vec((tb ? N : K) * ldb, 202),
+                  C0 = random_vec(M * ldc, 203);
+        Vec C = C0;
+        ops::parallel::set_threads(ops::parallel::available());
+        ops::matmul::gemm(ta, tb, M, N, K, 0.5, A.data(), lda, B.data(), ldb, 2.0, C.data(), ldc);
+        double worst = 0;
+        for (int i = 0; i < M; i++)
+          for (int j = 0; j < N; j++) {
+            double s = 0;
+            for (int k = 0; k < K; k++)
+              s += (ta ? A[k * lda + i] : A[i * lda + k]) * (tb ? B[j * ldb + k] : B[k * ldb + j]);
+            const double want = 0.5 * s + 2.0 * C0[i * ldc + j];
+            worst = std::max(worst, std::fabs(C[i * ldc + j] - want) / (1 + std::fabs(want)));
+          }
+        CHECK(worst < 1e-12);
+        CHECK(C[0 * ldc + N] == C0[0 * ldc + N]);  // padding between rows untouched
+      }
+  }
 }

@@ -111,7 +111,7 @@ struct Model {
     }
     x_final.resize(N * C), norm_out.resize(N * C), rstdf.resize(N);
     scratch.resize(ops::linear::scratch_elems(N, F, R));
-    att_scratch.resize(ops::attention::scratch_elems(Seq));
+    att_scratch.resize(ops::attention::scratch_elems(Bsz, Seq, H, KV, D, 1));
     ce_scratch.resize(ops::cross_entropy::scratch_elems(chunk_tokens, V, C));
   }
 

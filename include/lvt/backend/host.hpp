@@ -1,14 +1,20 @@
 #pragma once
-// The host backend: executes the planner's step program in the planned arena, serially, in
-// program order (a valid order for every wait the plan states). One allocation for the device
-// arena and one for the pinned pool, carved at the planned offsets; weights stored as the plan
-// lays them out (quantized as bitsandbytes does) and dequantized on use; fetches and checkpoint
-// copies are real copies between the two. Computes in fp32 (the plan is made with precision
-// fp32, so every buffer is sized for floats).
+// The host backend: executes the planner's step program in the planned arena, one action at a
+// time in program order (a valid order for every wait the plan states), each action's ops on
+// the backend's threads (ops/parallel.hpp: one OpenMP team; matrix products through the BLAS,
+// split over the team; attention per batch x head; element ops by rows). One allocation for the
+// device arena and one for the pinned pool, carved at the planned offsets; weights stored as
+// the plan lays them out (quantized as bitsandbytes does) and dequantized on use; fetches and
+// checkpoint copies are real copies between the two. Computes in fp32 (the plan is made with
+// precision fp32, so every buffer is sized for floats, and with host_threads = the backend's
+// thread count, so per-thread scratch is planned too: nothing is allocated during a step).
+//
+// Determinism: for a fixed thread count a step gives the same bits every time.
 //
 // Poison mode fills every buffer with NaN when its lifetime ends, so a use after free shows up
 // as a NaN loss or gradient.
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -27,6 +33,7 @@
 #include "lvt/ops/embedding.hpp"
 #include "lvt/ops/grad_clip.hpp"
 #include "lvt/ops/linear.hpp"
+#include "lvt/ops/parallel.hpp"
 #include "lvt/ops/residual.hpp"
 #include "lvt/ops/rmsnorm.hpp"
 #include "lvt/ops/rope.hpp"
@@ -40,58 +47,138 @@ namespace lvt::backend {
 
 using plan::i64;
 
-static_assert(ops::linear::lora_row_block == 16,
+static_assert(ops::linear::lora_row_block == plan::host_lora_block_rows,
               "plan/layout.hpp's common_work sizes the LoRA scratch as ops::linear::scratch_elems "
-              "with 16-row blocks: change both together");
+              "with the same row blocks: change both together");
+static_assert(ops::attention::block_rows == plan::host_attention_block_rows,
+              "plan/layout.hpp's attention_scratch_bytes sizes ops::attention::scratch_elems: "
+              "change both together");
+static_assert([] {
+  ModelConfig m;
+  m.heads = 9;
+  m.kv_heads = 3;
+  m.head_dim = 64;
+  PlanOptions o;
+  o.precision = DType::fp32;
+  o.batch = 3;
+  o.seq = 100;
+  o.host_threads = 5;
+  return plan::attention_scratch_bytes(m, o) ==
+         4 * ops::attention::scratch_elems(3, 100, 9, 3, 64, 5);
+}(), "plan::attention_scratch_bytes and ops::attention::scratch_elems disagree");
+
+// Where a host step's time goes (HostBackend::set_profiling): wall seconds and calls per kind of
+// op, summed over steps until reset().
+struct HostProfile {
+  enum Op : int {
+    embed, norm, dequant, linear_fwd, linear_bwd, lora_fwd, lora_bwd, rope, attention_fwd,
+    attention_bwd, swiglu, elementwise, loss, optimizer, copies, count
+  };
+  static constexpr const char* names[count] = {
+      "embedding", "rmsnorm", "dequantize", "linear x W^T", "linear dy W", "LoRA forward",
+      "LoRA backward", "RoPE", "attention forward", "attention backward", "SwiGLU",
+      "add / zero", "lm-head + cross-entropy", "clip + AdamW", "fetch / checkpoint copies"};
+  double seconds[count] = {};
+  std::int64_t calls[count] = {};
+  void reset() { *this = HostProfile{}; }
+  double total_s() const {
+    double t = 0;
+    for (double x : seconds) t += x;
+    return t;
+  }
+};
+
+// Adds the time until it goes out of scope to `op` of the profile (nothing when null).
+class Timed {
+ public:
+  Timed(HostProfile* p, HostProfile::Op op) : p_(p), op_(op) {
+    if (p_) t0_ = std::chrono::steady_clock::now();
+  }
+  ~Timed() {
+    if (!p_) return;
+    p_->seconds[op_] += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count();
+    p_->calls[op_]++;
+  }
+  Timed(const Timed&) = delete;
+  Timed& operator=(const Timed&) = delete;
+
+ private:
+  HostProfile* p_;
+  HostProfile::Op op_;
+  std::chrono::steady_clock::time_point t0_;
+};
 
 // The element ops of model/block.hpp's Ops, as the host reference runs them (any float type:
 // the backend uses float, the block's gradient test double). positions [batch * seq] (null:
 // 0..seq-1 in every row) are the step's, for RoPE and attention over packed rows.
+// `threads` is the thread count the attention scratch was planned for; `profile` (may be null)
+// collects the time of each op.
 template <class T>
 struct HostElementOps {
+  using P = HostProfile;
   const std::int32_t* positions = nullptr;
+  int threads = 1;
+  HostProfile* profile = nullptr;
   void rmsnorm_forward(T* out, T* rstd, const T* x, const T* w, i64 rows, i64 dim, double eps) {
+    Timed t(profile, P::norm);
     ops::rmsnorm::forward(out, rstd, x, w, rows, dim, eps);
   }
   void rmsnorm_backward(T* dx, const T* dout, const T* x, const T* w, const T* rstd, i64 rows,
                         i64 dim) {
+    Timed t(profile, P::norm);
     ops::rmsnorm::backward(dx, static_cast<T*>(nullptr), dout, x, w, rstd, rows, dim);
   }
   void rope_forward(T* out, const T* x, const T* c, const T* s, i64 b, i64 t, i64 h, i64 hd,
                     i64 rot) {
+    Timed tm(profile, P::rope);
     ops::rope::forward(out, x, c, s, b, t, h, hd, rot, positions);
   }
   void rope_backward(T* dx, const T* dout, const T* c, const T* s, i64 b, i64 t, i64 h, i64 hd,
                      i64 rot) {
+    Timed tm(profile, P::rope);
     ops::rope::backward(dx, dout, c, s, b, t, h, hd, rot, positions);
   }
-  void attention_forward(T* out, T* lse, T* row, const T* q, const T* k, const T* v, i64 b, i64 t,
-                         i64 h, i64 kv, i64 hd) {
-    ops::attention::forward(out, lse, row, q, k, v, b, t, h, kv, hd, positions);
+  void attention_forward(T* out, T* lse, T* scratch, const T* q, const T* k, const T* v, i64 b,
+                         i64 t, i64 h, i64 kv, i64 hd) {
+    Timed tm(profile, P::attention_fwd);
+    ops::attention::forward(out, lse, scratch, q, k, v, b, t, h, kv, hd, positions, threads);
   }
-  void attention_backward(T* dq, T* dk, T* dv, T* row, const T* dout, const T* q, const T* k,
+  void attention_backward(T* dq, T* dk, T* dv, T* scratch, const T* dout, const T* q, const T* k,
                           const T* v, const T* out, const T* lse, i64 b, i64 t, i64 h, i64 kv,
                           i64 hd) {
-    ops::attention::backward(dq, dk, dv, row, dout, q, k, v, out, lse, b, t, h, kv, hd, positions);
+    Timed tm(profile, P::attention_bwd);
+    ops::attention::backward(dq, dk, dv, scratch, dout, q, k, v, out, lse, b, t, h, kv, hd,
+                             positions, threads);
   }
   void swiglu_forward(T* out, const T* g, const T* u, i64 rows, i64 cols) {
+    Timed t(profile, P::swiglu);
     ops::swiglu::forward(out, g, u, rows, cols);
   }
   void swiglu_backward(T* dg, T* du, const T* dout, const T* g, const T* u, i64 rows, i64 cols) {
+    Timed t(profile, P::swiglu);
     ops::swiglu::backward(dg, du, dout, g, u, rows, cols);
   }
-  void add(T* out, const T* a, const T* b, i64 n) { ops::residual::forward(out, a, b, n); }
-  void zero(T* x, i64 n) { std::fill_n(x, n, T(0)); }
+  void add(T* out, const T* a, const T* b, i64 n) {
+    Timed t(profile, P::elementwise);
+    ops::residual::forward(out, a, b, n);
+  }
+  void zero(T* x, i64 n) {
+    Timed t(profile, P::elementwise);
+    ops::residual::zero(x, n);
+  }
 };
 
 class HostBackend {
  public:
   // Plans the model with these options at fp32 and allocates the arena and the pinned pool.
-  HostBackend(const ModelConfig& model, PlanOptions options, bool poison = false)
-      : model_(model), store_(storage_config(model)), poison_(poison) {
+  // threads: 0 for every available core, else 1..available (more is an error naming both).
+  HostBackend(const ModelConfig& model, PlanOptions options, bool poison = false, int threads = 0)
+      : model_(model), store_(storage_config(model)), poison_(poison),
+        threads_(ops::parallel::resolve_threads(threads)) {
     options.precision = DType::fp32;  // the host reference computes and stores in fp32
     options.budget_bytes = 0;
     options.sm = 0;
+    options.host_threads = threads_;  // per-thread scratch is planned for these threads
     opt_ = options;
     if (const char* why = validate(model)) throw Error(std::string("model config: ") + why);
     if (model.rope_scaling == RopeScaling::longrope)
@@ -101,9 +188,15 @@ class HostBackend {
     arena_.assign(std::size_t(plan().summary.arena_bytes / 4 + 64), 0.0f);
     pinned_.assign(std::size_t(plan().summary.pinned_bytes / 4 + 64), 0.0f);
     if (poison_) poison_all();
+    ops::matmul::blas::setup();
   }
 
   static constexpr const char* name() { return "host"; }
+  // The threads every op of a step runs on.
+  int threads() const { return threads_; }
+  // Per-op wall time of the following steps (profile()), or none (the default: no clock reads).
+  void set_profiling(bool on) { profiling_ = on; }
+  HostProfile& profile() { return profile_; }
   static constexpr bool has_poison_mode = true;
   const plan::Plan& plan() const { return idx_.plan(); }
   const ModelConfig& model() const { return model_; }
@@ -123,7 +216,7 @@ class HostBackend {
   }
   // Host-side state (params, moments) is always current on the host backend.
   void sync_lora_from_device() {}
-  void zero_grads() { std::fill_n(f(idx_.b_grad), idx_.n_lora, 0.0f); }
+  void zero_grads() { ops::residual::zero(f(idx_.b_grad), idx_.n_lora); }
 
   // ---- frozen weights (io/ fills these, one tensor at a time) ----
   float* embed_table() { return f(idx_.b_embed); }
@@ -219,6 +312,7 @@ class HostBackend {
                   " do not fit the KV cache of generate_context " +
                   std::to_string(opt_.generate_context) + " tokens");
     check_tokens(tokens, n, store_.vocab);
+    ops::parallel::set_threads(threads_);
     const plan::GenerateWork gw = plan::generate_work(store_, opt_);
     std::byte* ws = bytes(idx_.b_gen);
     auto p = [&](plan::Span x) { return reinterpret_cast<float*>(ws + x.offset); };
@@ -258,6 +352,9 @@ class HostBackend {
   ModelConfig model_, store_;
   PlanOptions opt_;
   bool poison_;
+  int threads_;
+  bool profiling_ = false;
+  HostProfile profile_;
   PlanIndex idx_;
   std::vector<float> arena_, pinned_;
   float* logits_sink_ = nullptr;     // forward_logits: where the loss action writes logits
@@ -280,6 +377,8 @@ class HostBackend {
   }
 
   // The Ops a block runs on: bound to one layer's weights, LoRA and scratch.
+  HostProfile* prof() { return profiling_ ? &profile_ : nullptr; }
+
   struct LayerOps : HostElementOps<float> {
     const plan::LayerWeightLayout* wl;
     const PlanOptions* o;
@@ -293,21 +392,39 @@ class HostBackend {
     const float* weight(int p) {
       if (o->quant == QuantKind::none)
         return reinterpret_cast<const float*>(w + wl->linear[p].data.offset);
+      Timed t(profile, P::dequant);
       load_linear(w, wl->linear[p], *o, w_scratch);
       return w_scratch;
     }
     const float* norm(int which) const {
       return reinterpret_cast<const float*>(w + (which == 0 ? wl->input_norm : wl->post_norm).offset);
     }
+    // ops::linear::forward / backward, their base product and LoRA part timed apart.
     void linear_forward(int p, float* y, const float* x, i64 rows) {
       const float* W = weight(p);
-      ops::linear::forward(y, lora_scratch, x, W, p < 3 ? bias[p] : nullptr, lora[p], rows,
-                           wl->linear[p].in, wl->linear[p].out);
+      const i64 in = wl->linear[p].in, out = wl->linear[p].out;
+      {
+        Timed t(profile, P::linear_fwd);
+        ops::linear::forward(y, lora_scratch, x, W, p < 3 ? bias[p] : nullptr,
+                             ops::linear::Lora<float>{}, rows, in, out);
+      }
+      if (!lora[p].active()) return;
+      Timed t(profile, P::lora_fwd);
+      ops::linear::detail::check(x, lora_scratch, lora[p], rows, in, out);
+      ops::linear::detail::lora_forward(y, lora_scratch, x, lora[p], rows, in, out);
     }
     void linear_backward(int p, float* dx, const float* dy, const float* x, i64 rows) {
       const float* W = weight(p);
-      ops::linear::backward(dx, grads[p], lora_scratch, dy, x, W, lora[p], rows, wl->linear[p].in,
-                            wl->linear[p].out);
+      const i64 in = wl->linear[p].in, out = wl->linear[p].out;
+      {
+        Timed t(profile, P::linear_bwd);
+        ops::linear::backward(dx, grads[p], lora_scratch, dy, x, W, ops::linear::Lora<float>{},
+                              rows, in, out);
+      }
+      if (!lora[p].active()) return;
+      Timed t(profile, P::lora_bwd);
+      ops::linear::detail::check(x, lora_scratch, lora[p], rows, in, out);
+      ops::linear::detail::lora_backward(dx, grads[p], lora_scratch, dy, x, lora[p], rows, in, out);
     }
   };
 
@@ -322,6 +439,8 @@ class HostBackend {
     ops_.lora_scratch = reinterpret_cast<float*>(ws + cw.lora.offset);
     idx_.bind_biases(ops_.w, ops_.bias);
     ops_.positions = io(idx_.io.positions);
+    ops_.threads = threads_;
+    ops_.profile = prof();
     if (idx_.roles.trainable(opt_, l))
       idx_.bind_lora(l, f(idx_.b_lora), f(idx_.b_grad), seed_base, step_index, train, ops_.lora,
                      ops_.grads);
@@ -347,7 +466,7 @@ class HostBackend {
                            const float* v, i64, i64 t, i64 h, i64 kv, i64 hd) {
       std::copy_n(k, t * kv * hd, k_cache + pos * kv * hd);
       std::copy_n(v, t * kv * hd, v_cache + pos * kv * hd);
-      ops::decode_attention::forward(out, row, q, k_cache, v_cache, t, pos, h, kv, hd);
+      ops::decode_attention::forward(out, row, q, k_cache, v_cache, t, pos, h, kv, hd, threads);
     }
   };
 
@@ -359,6 +478,7 @@ class HostBackend {
     ops_.w_scratch = reinterpret_cast<float*>(ws + gw.weight.offset);
     ops_.lora_scratch = reinterpret_cast<float*>(ws + gw.lora.offset);
     idx_.bind_biases(ops_.w, ops_.bias);
+    ops_.threads = threads_;
     if (idx_.roles.trainable(opt_, l))
       idx_.bind_lora(l, f(idx_.b_lora), f(idx_.b_grad), 0, 0, false, ops_.lora, ops_.grads);
     const i64 kvd = store_.kv_dim(), ctx = opt_.generate_context;
@@ -410,6 +530,7 @@ class HostBackend {
     auto p = [&](plan::Span x) { return reinterpret_cast<float*>(ws + x.offset); };
     const i64 n = plan::tokens(opt_), H = store_.hidden;
     const float* x = f(idx_.need(a, plan::Kind::residual, store_.layers));
+    Timed t(prof(), HostProfile::loss);
     ops::rmsnorm::forward(p(lw.xf), p(lw.rstd), x, final_norm(), n, H, store_.norm_eps);
     const ops::cross_entropy::Result r = ops::cross_entropy::forward_backward(
         backward ? p(lw.dxf) : static_cast<float*>(nullptr), p(lw.chunk), p(lw.xf), lm_head(),
@@ -421,7 +542,7 @@ class HostBackend {
       const int gb = idx_.operand(a, plan::Kind::gradients);
       if (gb >= 0) {
         float* g = f(gb);
-        std::fill_n(g, n * H, 0.0f);
+        ops::residual::zero(g, n * H);
         ops::rmsnorm::backward(g, static_cast<float*>(nullptr), p(lw.dxf), x, final_norm(),
                                p(lw.rstd), n, H);
       }
@@ -441,6 +562,7 @@ class HostBackend {
   }
 
   void optimizer_action(const OptimizerSettings& s, StepStats& st) {
+    Timed t(prof(), HostProfile::optimizer);
     const i64 n = idx_.n_lora;
     float* params = f(opt_.offload_optimizer ? idx_.b_hparam : idx_.b_lora);
     float* grads = f(opt_.offload_optimizer ? idx_.b_hgrad : idx_.b_grad);
@@ -452,11 +574,12 @@ class HostBackend {
     if (s.clip > 0) ops::grad_clip::scale(grads, n, ops::grad_clip::clip_coef(norm, s.clip));
     ops::adamw::step(params, f(idx_.b_m), f(idx_.b_v), static_cast<const float*>(grads), n, s.adamw,
                      s.step);
-    std::fill_n(f(idx_.b_grad), n, 0.0f);
-    if (idx_.b_hgrad >= 0) std::fill_n(f(idx_.b_hgrad), n, 0.0f);
+    ops::residual::zero(f(idx_.b_grad), n);
+    if (idx_.b_hgrad >= 0) ops::residual::zero(f(idx_.b_hgrad), n);
   }
 
   void copy(int from, int to) {
+    Timed t(prof(), HostProfile::copies);
     std::memcpy(bytes(to), bytes(from),
                 std::size_t(std::min(idx_.buffer(from).bytes, idx_.buffer(to).bytes)));
   }
@@ -467,6 +590,7 @@ class HostBackend {
     const i64 n = plan::tokens(opt_);
     check_tokens(tokens, n, store_.vocab);
     if (positions) check_positions(positions, opt_.batch, opt_.seq);
+    ops::parallel::set_threads(threads_);
     std::copy_n(tokens, n, io(idx_.io.tokens));
     std::copy_n(targets, n, io(idx_.io.targets));
     // The ops always read the planned positions: without packing, 0..seq-1 in every row (the
@@ -480,10 +604,12 @@ class HostBackend {
       const int l = act.layer;
       bool stop = false;
       switch (act.op) {
-        case plan::Op::embed:
+        case plan::Op::embed: {
+          Timed t(prof(), HostProfile::embed);
           ops::embedding::forward(f(idx_.need(a, plan::Kind::residual, 0)), io(idx_.io.tokens),
                                   embed_table(), n, store_.vocab, store_.hidden);
           break;
+        }
         case plan::Op::fetch_weights:
           copy(idx_.need(a, plan::Kind::weights, l), idx_.need(a, plan::Kind::weights, -1, plan::Role::slot));
           break;

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "lvt/ops/parallel.hpp"
 #include "lvt/plan/layout.hpp"
 #include "lvt/policies.hpp"
 #include "lvt/quant/blockwise.hpp"
@@ -68,41 +69,46 @@ inline void store_linear(std::byte* base, const plan::LinearLayout& l, const Pla
   }
 }
 
-// Dequantizes a whole linear weight into out [out, in] floats.
+// Dequantizes a whole linear weight into out [out, in] floats, in chunks of 256 quantization
+// blocks (one double-quantization block of absmax) spread over the host threads: each chunk
+// decodes its absmax on the stack, so nothing is allocated.
+inline constexpr i64 dequant_chunk_blocks = quant::nested_block;
 inline void load_linear(const std::byte* base, const plan::LinearLayout& l, const PlanOptions& o,
                         float* out) {
   const i64 n = l.out * l.in;
-  switch (o.quant) {
-    case QuantKind::none:
-      std::memcpy(out, base + l.data.offset, std::size_t(n) * sizeof(float));
-      return;
-    case QuantKind::int8:
-      quant::dequantize_int8(reinterpret_cast<const std::int8_t*>(base + l.data.offset),
-                             reinterpret_cast<const float*>(base + l.absmax.offset), n,
-                             o.quant_block, out);
-      return;
-    case QuantKind::nf4:
-    case QuantKind::fp4: {
-      const i64 blocks = plan::ceil_div(n, o.quant_block);
-      const auto* packed = reinterpret_cast<const std::uint8_t*>(base + l.data.offset);
-      const quant::Code4 code = o.quant == QuantKind::nf4 ? quant::Code4::nf4 : quant::Code4::fp4;
-      if (!o.double_quant) {
-        quant::dequantize_4bit(code, packed, reinterpret_cast<const float*>(base + l.absmax.offset),
-                               n, o.quant_block, out);
-        return;
-      }
-      // Decode the absmax per block into the tail of `out` (it is overwritten in order: block
-      // b's absmax is read before element b * block is written, and blocks <= n / 2).
-      std::vector<float> absmax(static_cast<std::size_t>(blocks));
-      float offset;
-      std::memcpy(&offset, base + l.offset.offset, 4);
-      quant::dequantize_absmax(reinterpret_cast<const std::uint8_t*>(base + l.absmax.offset),
-                               reinterpret_cast<const float*>(base + l.nested.offset), offset,
-                               blocks, absmax.data(),
-                               reinterpret_cast<const float*>(base + l.nested_map.offset));
-      quant::dequantize_4bit(code, packed, absmax.data(), n, o.quant_block, out);
-      return;
+  if (o.quant == QuantKind::none) {
+    std::memcpy(out, base + l.data.offset, std::size_t(n) * sizeof(float));
+    return;
+  }
+  const i64 block = o.quant_block, blocks = plan::ceil_div(n, block);
+  const i64 chunks = plan::ceil_div(blocks, dequant_chunk_blocks);
+  const quant::Code4 code = o.quant == QuantKind::nf4 ? quant::Code4::nf4 : quant::Code4::fp4;
+  float offset = 0;
+  if (o.double_quant) std::memcpy(&offset, base + l.offset.offset, 4);
+  LVT_PARALLEL_FOR_IF(n >= ops::parallel::min_elems)
+  for (i64 c = 0; c < chunks; ++c) {
+    const i64 b0 = c * dequant_chunk_blocks;
+    const i64 nb = blocks - b0 < dequant_chunk_blocks ? blocks - b0 : dequant_chunk_blocks;
+    const i64 e0 = b0 * block, ne = (b0 + nb) * block < n ? nb * block : n - e0;
+    if (o.quant == QuantKind::int8) {
+      quant::dequantize_int8(reinterpret_cast<const std::int8_t*>(base + l.data.offset) + e0,
+                             reinterpret_cast<const float*>(base + l.absmax.offset) + b0, ne,
+                             int(block), out + e0);
+      continue;
     }
+    const auto* packed = reinterpret_cast<const std::uint8_t*>(base + l.data.offset) + e0 / 2;
+    if (!o.double_quant) {
+      quant::dequantize_4bit(code, packed, reinterpret_cast<const float*>(base + l.absmax.offset) + b0,
+                             ne, int(block), out + e0);
+      continue;
+    }
+    float absmax[dequant_chunk_blocks];  // b0 is a multiple of the nested block
+    quant::dequantize_absmax(reinterpret_cast<const std::uint8_t*>(base + l.absmax.offset) + b0,
+                             reinterpret_cast<const float*>(base + l.nested.offset) +
+                                 b0 / quant::nested_block,
+                             offset, nb, absmax,
+                             reinterpret_cast<const float*>(base + l.nested_map.offset));
+    quant::dequantize_4bit(code, packed, absmax, ne, int(block), out + e0);
   }
 }
 

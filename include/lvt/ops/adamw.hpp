@@ -12,6 +12,7 @@
 #include <string>
 
 #include "lvt/ops/common.hpp"
+#include "lvt/ops/parallel.hpp"
 
 namespace lvt::ops::adamw {
 
@@ -90,6 +91,7 @@ template <class T>
 void step(T* p, T* m, T* v, const T* g, std::int64_t n, const Hyper& h, std::int64_t step) {
   require(n >= 0, "adamw", "the element count must be non-negative", n);
   const StepScalars s = scalars(h, step);
+  LVT_PARALLEL_FOR_IF(n >= parallel::min_elems)
   for (std::int64_t i = 0; i < n; i++)
     update(p[i], m[i], v[i], g[i], T(h.beta1), T(h.beta2), T(h.eps), T(s.decay), T(s.step_size),
            T(s.bc2_sqrt));

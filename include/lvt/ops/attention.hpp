@@ -1,7 +1,8 @@
 #pragma once
 // Causal self-attention with grouped-query heads, flash-style: forward keeps only the output and
-// the log-sum-exp of each score row; backward recomputes one score row at a time from q, k and
-// lse. The T x T matrix never exists, in the host reference one row of scratch is all there is.
+// the log-sum-exp of each score row; backward recomputes the scores from q, k and lse. The
+// T x T matrix never exists: the host reference works on blocks of `block_rows` query rows,
+// whose scores [rows, keys] are one matrix product and whose output is another.
 //
 //   q [B, T, H, D], k and v [B, T, KV, D] (after RoPE), out [B, T, H, D], lse [B, H, T]
 //   query head h reads kv head h / (H / KV); scale = 1 / sqrt(D)
@@ -10,34 +11,60 @@
 //
 // Packed rows: positions [B, T] (optional; null: 0..T-1 in every row) is each token's position
 // within its example, a 0 starting a new one. Query t then sees only its own example's keys:
-// start_t = t - positions[b, t] (0 without positions: plain causal attention). The backends
-// check positions on entry (each row starts at 0, then 0 or the previous + 1), so start_t never
-// decreases along a row and the kernels can skip whole key tiles before it.
+// start_t = t - positions[b, t] (0 without positions). The backends check positions on entry
+// (each row starts at 0, then 0 or the previous + 1), so start_t never decreases along a row and
+// a block of queries needs only the keys from its first row's start to its last row.
+//
+// Host threads (ops/parallel.hpp): forward runs one task per (batch, head, query block),
+// backward one per (batch, head); each task's products are single-threaded BLAS calls on its
+// thread's scratch. A task owns what it writes (out and lse rows; dq rows; with grouped heads
+// its own dk / dv partials, added over the group's heads in head order at the end), so results
+// do not depend on which thread ran which task, nor on the thread count.
 #include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <string>
+#include <type_traits>
 
 #include "lvt/ops/common.hpp"
 #include "lvt/ops/matmul.hpp"
+#include "lvt/ops/parallel.hpp"
+#include "lvt/ops/vmath.hpp"
 
 namespace lvt::ops::attention {
 
-// Scratch elements of forward and backward: one score row.
-constexpr std::int64_t scratch_elems(std::int64_t seq) { return seq; }
+// Query rows per block of the host products.
+inline constexpr std::int64_t block_rows = 64;
+
+// One thread's scratch: two score blocks [block_rows, seq] (P and dP in backward).
+constexpr std::int64_t thread_scratch_elems(std::int64_t seq) {
+  return 2 * (seq < block_rows ? seq : block_rows) * seq;
+}
+// Scratch elements of forward and backward on `threads` threads: a block pair per thread and,
+// with grouped heads (heads > kv_heads), backward's dk and dv per query head [B, H, T, D] each.
+constexpr std::int64_t scratch_elems(std::int64_t batch, std::int64_t seq, std::int64_t heads,
+                                     std::int64_t kv_heads, std::int64_t head_dim, int threads) {
+  return (threads > 0 ? threads : 1) * thread_scratch_elems(seq) +
+         (heads > kv_heads ? 2 * batch * heads * seq * head_dim : 0);
+}
 
 namespace detail {
 inline void check(const void* scratch, std::int64_t seq, std::int64_t heads,
-                  std::int64_t kv_heads, std::int64_t head_dim) {
-  require(scratch != nullptr, "attention", "scratch (scratch_elems(seq) = seq elements) is null",
-          seq);
+                  std::int64_t kv_heads, std::int64_t head_dim, int threads) {
+  require(scratch != nullptr, "attention", "scratch (scratch_elems(batch, seq, heads, kv_heads, "
+          "head_dim, threads) elements) is null", seq);
   require(seq > 0, "attention", "seq must be positive", seq);
   require(head_dim > 0, "attention", "head_dim must be positive", head_dim);
   require(kv_heads > 0 && heads % kv_heads == 0, "attention",
           "heads must be a multiple of kv_heads (grouped-query attention)", kv_heads);
+  require(threads > 0, "attention", "the scratch's thread count must be positive", threads);
 }
-// 8 partial sums, vectorized (a single running sum is one long dependency chain per score).
+// Tasks run on at most the threads the scratch was sized for.
+inline int team(int scratch_threads) {
+  const int t = parallel::threads();
+  return t < scratch_threads ? t : scratch_threads;
+}
 using matmul::dot;
 }  // namespace detail
 
@@ -47,87 +74,159 @@ LVT_HD inline std::int64_t example_start(const std::int32_t* positions, std::int
   return positions ? t - positions[b * seq + t] : 0;
 }
 
+namespace detail {
+// A softmax row's max, exp(x - shift) in place (with its sum in double): vectorized for float
+// (ops/vmath.hpp), libm in double (the gradient checks).
+template <class T>
+T softmax_max(const T* x, std::int64_t n) {
+  if constexpr (std::is_same_v<T, float>) return vmath::max_of(x, n);
+  T m = x[0];
+  for (std::int64_t j = 1; j < n; j++) m = x[j] > m ? x[j] : m;
+  return m;
+}
+template <class T>
+double softmax_exp_sum(T* x, std::int64_t n, T shift) {
+  if constexpr (std::is_same_v<T, float>) return vmath::exp_shift_sum(x, n, shift);
+  double sum = 0;
+  for (std::int64_t j = 0; j < n; j++) {
+    x[j] = std::exp(x[j] - shift);
+    sum += double(x[j]);
+  }
+  return sum;
+}
+template <class T>
+void softmax_exp(T* x, std::int64_t n, T shift) {
+  if constexpr (std::is_same_v<T, float>) return vmath::exp_shift(x, n, shift);
+  for (std::int64_t j = 0; j < n; j++) x[j] = std::exp(x[j] - shift);
+}
+
+// Scores of query rows [t0, t1) of (b, h) against keys [j0, t1): P[r, j - j0] = exp(s - m_r) /
+// sum_r, lse_out written (forward), or exp(s - lse_in[t]) (backward); keys outside a row's
+// [start_t, t] are 0.
+template <class T>
+void score_block(T* P, T* lse_out, const T* lse_in, const T* q, const T* k, std::int64_t b,
+                 std::int64_t seq, std::int64_t heads, std::int64_t kv_heads, std::int64_t D,
+                 std::int64_t h, std::int64_t t0, std::int64_t t1, std::int64_t j0,
+                 const std::int32_t* positions, T scale) {
+  const std::int64_t g = h / (heads / kv_heads), nr = t1 - t0, nk = t1 - j0;
+  matmul::gemm(false, true, nr, nk, D, scale, q + ((b * seq + t0) * heads + h) * D, heads * D,
+               k + ((b * seq + j0) * kv_heads + g) * D, kv_heads * D, T(0), P, nk);
+  for (std::int64_t r = 0; r < nr; r++) {
+    const std::int64_t t = t0 + r, js = example_start(positions, b, seq, t) - j0, je = t - j0;
+    T* s = P + r * nk;
+    for (std::int64_t j = 0; j < js; j++) s[j] = 0;
+    for (std::int64_t j = je + 1; j < nk; j++) s[j] = 0;
+    if (lse_in) {
+      softmax_exp(s + js, je + 1 - js, lse_in[t]);
+      continue;
+    }
+    const T m = softmax_max(s + js, je + 1 - js);
+    const double sum = softmax_exp_sum(s + js, je + 1 - js, m);  // exp in T, the sum in double
+    const T inv = T(1.0 / sum);
+    for (std::int64_t j = js; j <= je; j++) s[j] *= inv;
+    lse_out[t] = m + T(std::log(sum));
+  }
+}
+}  // namespace detail
+
+// threads: the thread count scratch was sized for (scratch_elems); the op uses at most that many.
 template <class T>
 void forward(T* out, T* lse, T* scratch, const T* q, const T* k, const T* v, std::int64_t batch,
              std::int64_t seq, std::int64_t heads, std::int64_t kv_heads, std::int64_t head_dim,
-             const std::int32_t* positions = nullptr) {
-  detail::check(scratch, seq, heads, kv_heads, head_dim);
+             const std::int32_t* positions = nullptr, int threads = 1) {
+  detail::check(scratch, seq, heads, kv_heads, head_dim, threads);
   const std::int64_t D = head_dim, group = heads / kv_heads;
   const T scale = T(1.0 / std::sqrt(double(D)));
-  T* s = scratch;
-  for (std::int64_t b = 0; b < batch; b++)
-    for (std::int64_t h = 0; h < heads; h++) {
-      const std::int64_t g = h / group;
-      for (std::int64_t t = 0; t < seq; t++) {
-        const std::int64_t j0 = example_start(positions, b, seq, t);
-        const T* qt = q + ((b * seq + t) * heads + h) * D;
-        T m = -INFINITY;
-        for (std::int64_t j = j0; j <= t; j++) {
-          s[j] = scale * detail::dot(qt, k + ((b * seq + j) * kv_heads + g) * D, D);
-          if (s[j] > m) m = s[j];
-        }
-        double sum = 0;
-        for (std::int64_t j = j0; j <= t; j++) {
-          s[j] = std::exp(s[j] - m);  // exp in T (expf on the host backend); the sum in double
-          sum += double(s[j]);
-        }
-        const T inv = T(1.0 / sum);
-        T* o = out + ((b * seq + t) * heads + h) * D;
-        for (std::int64_t i = 0; i < D; i++) o[i] = 0;
-        for (std::int64_t j = j0; j <= t; j++) {
-          const T p = s[j] * inv;
-          const T* vj = v + ((b * seq + j) * kv_heads + g) * D;
-          for (std::int64_t i = 0; i < D; i++) o[i] += p * vj[i];
-        }
-        lse[(b * heads + h) * seq + t] = m + T(std::log(sum));
-      }
-    }
+  const std::int64_t blocks = (seq + block_rows - 1) / block_rows, tasks = batch * heads * blocks;
+  const int team = detail::team(threads);
+#if defined(_OPENMP)
+#pragma omp parallel for num_threads(team) schedule(dynamic) if(team > 1)
+#endif
+  for (std::int64_t task = 0; task < tasks; task++) {
+    // the last (longest) query blocks first, so the short ones fill in at the end
+    const std::int64_t qb = blocks - 1 - task % blocks, bh = task / blocks;
+    const std::int64_t b = bh / heads, h = bh % heads, g = h / group;
+    const std::int64_t t0 = qb * block_rows, t1 = t0 + block_rows < seq ? t0 + block_rows : seq;
+    const std::int64_t j0 = example_start(positions, b, seq, t0), nk = t1 - j0;
+    T* P = scratch + std::int64_t(parallel::thread_id()) * thread_scratch_elems(seq);
+    detail::score_block(P, lse + (b * heads + h) * seq, (const T*)nullptr, q, k, b, seq, heads, kv_heads, D, h,
+                        t0, t1, j0, positions, scale);
+    matmul::gemm(false, false, t1 - t0, D, nk, T(1), (const T*)P, nk,
+                 v + ((b * seq + j0) * kv_heads + g) * D, kv_heads * D, T(0),
+                 out + ((b * seq + t0) * heads + h) * D, heads * D);
+  }
 }
 
 // dq, dk, dv += (they are accumulated: dk and dv collect every query head of their group).
 //   p_j = exp(s_j - lse_t), delta_t = dout_t . out_t, ds_j = p_j (dout_t . v_j - delta_t)
 //   dq_t += scale sum_j ds_j k_j,  dk_j += scale ds_j q_t,  dv_j += p_j dout_t
-// Per query row, three simple passes over the keys (p; dv and ds; dq and dk) reusing the one
-// scratch row: 1.6x faster than one pass doing everything (fewer streams per loop).
+// Per query block: P (recomputed), dP = dO V^T, dV += P^T dO, dS = P (dP - delta) scale,
+// dQ += dS K, dK += dS^T Q: five products.
 template <class T>
 void backward(T* dq, T* dk, T* dv, T* scratch, const T* dout, const T* q, const T* k, const T* v,
               const T* out, const T* lse, std::int64_t batch, std::int64_t seq, std::int64_t heads,
-              std::int64_t kv_heads, std::int64_t head_dim, const std::int32_t* positions = nullptr) {
-  detail::check(scratch, seq, heads, kv_heads, head_dim);
-  const std::int64_t D = head_dim, group = heads / kv_heads;
+              std::int64_t kv_heads, std::int64_t head_dim, const std::int32_t* positions = nullptr,
+              int threads = 1) {
+  detail::check(scratch, seq, heads, kv_heads, head_dim, threads);
+  const std::int64_t D = head_dim, group = heads / kv_heads, HD = heads * D, KD = kv_heads * D;
   const T scale = T(1.0 / std::sqrt(double(D)));
-  T* p = scratch;
-  for (std::int64_t b = 0; b < batch; b++)
-    for (std::int64_t h = 0; h < heads; h++) {
-      const std::int64_t g = h / group;
-      for (std::int64_t t = 0; t < seq; t++) {
-        const std::int64_t j0 = example_start(positions, b, seq, t);
-        const std::int64_t qo = ((b * seq + t) * heads + h) * D;
-        const T* qt = q + qo;
-        const T* dot_ = dout + qo;
-        const T l = lse[(b * heads + h) * seq + t];
-        const T delta = detail::dot(dot_, out + qo, D);
-        for (std::int64_t j = j0; j <= t; j++)
-          p[j] = std::exp(scale * detail::dot(qt, k + ((b * seq + j) * kv_heads + g) * D, D) - l);
-        // dv_j += p_j dout_t, then the row turns from p_j into ds_j (scale folded in)
-        for (std::int64_t j = j0; j <= t; j++) {
-          const std::int64_t ko = ((b * seq + j) * kv_heads + g) * D;
-          T* dvj = dv + ko;
-          for (std::int64_t i = 0; i < D; i++) dvj[i] += p[j] * dot_[i];
-          p[j] = p[j] * (detail::dot(dot_, v + ko, D) - delta) * scale;
-        }
-        T* dqt = dq + qo;
-        for (std::int64_t j = j0; j <= t; j++) {
-          const std::int64_t ko = ((b * seq + j) * kv_heads + g) * D;
-          const T* kj = k + ko;
-          T* dkj = dk + ko;
-          for (std::int64_t i = 0; i < D; i++) {
-            dqt[i] += p[j] * kj[i];
-            dkj[i] += p[j] * qt[i];
-          }
+  const std::int64_t tasks = batch * heads, per_thread = thread_scratch_elems(seq);
+  T* partial = scratch + std::int64_t(threads) * per_thread;  // [2][B, H, T, D] when grouped
+  const int team = detail::team(threads);
+#if defined(_OPENMP)
+#pragma omp parallel for num_threads(team) schedule(dynamic) if(team > 1)
+#endif
+  for (std::int64_t task = 0; task < tasks; task++) {
+    const std::int64_t b = task / heads, h = task % heads, g = h / group;
+    T* P = scratch + std::int64_t(parallel::thread_id()) * per_thread;
+    T* dP = P + per_thread / 2;
+    // where this head's dk, dv go: straight into dk / dv, or its own partials
+    T* dk_h = dk + (b * seq * kv_heads + g) * D;
+    T* dv_h = dv + (b * seq * kv_heads + g) * D;
+    std::int64_t ld = KD;
+    if (group > 1) {
+      dk_h = partial + task * seq * D;
+      dv_h = partial + (tasks + task) * seq * D;
+      ld = D;
+      for (std::int64_t i = 0; i < seq * D; i++) dk_h[i] = dv_h[i] = 0;
+    }
+    for (std::int64_t t0 = 0; t0 < seq; t0 += block_rows) {
+      const std::int64_t t1 = t0 + block_rows < seq ? t0 + block_rows : seq, nr = t1 - t0;
+      const std::int64_t j0 = example_start(positions, b, seq, t0), nk = t1 - j0;
+      const std::int64_t qo = (b * seq + t0) * HD + h * D, ko = (b * seq + j0) * KD + g * D;
+      detail::score_block(P, (T*)nullptr, lse + (b * heads + h) * seq, q, k, b, seq,
+                          heads, kv_heads, D, h, t0, t1, j0, positions, scale);
+      matmul::gemm(false, true, nr, nk, D, T(1), dout + qo, HD, v + ko, KD, T(0), dP, nk);
+      matmul::gemm(true, false, nk, D, nr, T(1), (const T*)P, nk, dout + qo, HD, T(1),
+                   dv_h + j0 * ld, ld);
+      for (std::int64_t r = 0; r < nr; r++) {
+        const T delta = detail::dot(dout + qo + r * HD, out + qo + r * HD, D);
+        T* p = P + r * nk;
+        const T* dp = dP + r * nk;
+        for (std::int64_t j = 0; j < nk; j++) p[j] = p[j] * (dp[j] - delta) * scale;
+      }
+      matmul::gemm(false, false, nr, D, nk, T(1), (const T*)P, nk, k + ko, KD, T(1), dq + qo, HD);
+      matmul::gemm(true, false, nk, D, nr, T(1), (const T*)P, nk, q + qo, HD, T(1),
+                   dk_h + j0 * ld, ld);
+    }
+  }
+  if (group == 1) return;
+  // dk, dv += the group's partials, head by head in order
+  LVT_PARALLEL_FOR_IF(batch * seq * kv_heads * D >= parallel::min_elems)
+  for (std::int64_t bt = 0; bt < batch * seq; bt++) {
+    const std::int64_t b = bt / seq, t = bt % seq;
+    for (std::int64_t g = 0; g < kv_heads; g++)
+      for (std::int64_t h = g * group; h < (g + 1) * group; h++) {
+        const T* pk = partial + ((b * heads + h) * seq + t) * D;
+        const T* pv = partial + ((tasks + b * heads + h) * seq + t) * D;
+        T* dkt = dk + (bt * kv_heads + g) * D;
+        T* dvt = dv + (bt * kv_heads + g) * D;
+        for (std::int64_t i = 0; i < D; i++) {
+          dkt[i] += pk[i];
+          dvt[i] += pv[i];
         }
       }
-    }
+  }
 }
 
 // Why the CUDA launchers take the simple kernels for bf16 / fp16 storage, or nullptr when they

@@ -14,9 +14,12 @@
 #include <cmath>
 #include <cstdint>
 #include <string>
+#include <type_traits>
 
 #include "lvt/ops/common.hpp"
 #include "lvt/ops/matmul.hpp"
+#include "lvt/ops/parallel.hpp"
+#include "lvt/ops/vmath.hpp"
 
 namespace lvt::ops::cross_entropy {
 
@@ -26,10 +29,12 @@ struct Result {
   double mean() const { return count > 0 ? loss_sum / double(count) : 0.0; }
 };
 
-// Scratch: one chunk of logits [chunk_tokens, vocab] and of hidden rows [chunk_tokens, dim].
+// Scratch: one chunk of logits [chunk_tokens, vocab] and of hidden rows [chunk_tokens, dim],
+// then per row of the chunk its position and its loss in double (the losses are summed in row
+// order, whichever thread computed them).
 constexpr std::int64_t scratch_elems(std::int64_t chunk_tokens, std::int64_t vocab,
                                      std::int64_t dim) {
-  return chunk_tokens * (vocab + dim);
+  return chunk_tokens * (vocab + dim) + 4 * (chunk_tokens + 1);
 }
 
 // Number of labels that count, after checking each is ignore_index or in [0, vocab).
@@ -52,6 +57,16 @@ inline std::int64_t count_labels(const std::int32_t* labels, std::int64_t n_toke
 template <class T>
 inline double row_loss_and_grad(T* logits, std::int64_t vocab, std::int32_t label, T scale,
                                 bool want_grad) {
+  if constexpr (std::is_same_v<T, float>) {  // the host backend: vectorized exp (ops/vmath.hpp)
+    const float m = vmath::max_of(logits, vocab), at_label = logits[label];
+    const double sum = vmath::exp_shift_sum(logits, vocab, m);  // logits now exp(l - m)
+    const double lse = double(m) + std::log(sum);
+    if (want_grad) {
+      vmath::scale(logits, vocab, float(double(scale) / sum));  // softmax * scale
+      logits[label] -= scale;
+    }
+    return lse - double(at_label);
+  }
   T m = logits[0];
   for (std::int64_t v = 1; v < vocab; v++) m = logits[v] > m ? logits[v] : m;
   double sum = 0;
@@ -82,35 +97,43 @@ Result forward_backward(T* dhidden, T* scratch, const T* hidden, const T* W,
   Result res;
   res.count = count_labels(labels, n_tokens, vocab);
   const T scale = T(res.count > 0 ? grad_scale / double(res.count) : 0.0);
-  if (dhidden)
+  if (dhidden) {
+    LVT_PARALLEL_FOR_IF(n_tokens * dim >= parallel::min_elems)
     for (std::int64_t i = 0; i < n_tokens * dim; i++) dhidden[i] = 0;
+  }
   T* logits = scratch;                   // [chunk_tokens, vocab]
   T* rows = scratch + chunk_tokens * vocab;  // [chunk_tokens, dim]: hidden rows, then their grads
+  double* row_loss = reinterpret_cast<double*>(  // [chunk_tokens], 8-byte aligned
+      (reinterpret_cast<std::uintptr_t>(rows + chunk_tokens * dim) + 7) & ~std::uintptr_t(7));
+  std::int64_t* row_of = reinterpret_cast<std::int64_t*>(row_loss + chunk_tokens);  // positions
   for (std::int64_t n0 = 0; n0 < n_tokens;) {
     // Gather up to chunk_tokens kept positions (ignored ones cost nothing).
     std::int64_t kept = 0, n = n0;
-    for (; n < n_tokens && kept < chunk_tokens; n++) {
-      if (labels[n] == ignore_index) continue;
-      for (std::int64_t i = 0; i < dim; i++) rows[kept * dim + i] = hidden[n * dim + i];
-      kept++;
+    for (; n < n_tokens && kept < chunk_tokens; n++)
+      if (labels[n] != ignore_index) row_of[kept++] = n;
+    // No ignored label in the chunk: its hidden rows and their gradients are used in place.
+    const bool dense = kept == n - n0;
+    if (!dense) {
+      LVT_PARALLEL_FOR_IF(kept * dim >= parallel::min_elems)
+      for (std::int64_t r = 0; r < kept; r++)
+        for (std::int64_t i = 0; i < dim; i++) rows[r * dim + i] = hidden[row_of[r] * dim + i];
     }
-    matmul::forward(logits, vocab, rows, dim, W, dim, (const T*)nullptr, kept, vocab, dim, T(1),
-                    false);
-    std::int64_t r = 0;
-    for (std::int64_t p = n0; p < n; p++) {
-      if (labels[p] == ignore_index) continue;
-      res.loss_sum += row_loss_and_grad(logits + r * vocab, vocab, labels[p], scale,
-                                        dhidden != nullptr);
-      r++;
-    }
+    matmul::forward(logits, vocab, dense ? hidden + n0 * dim : (const T*)rows, dim, W, dim,
+                    (const T*)nullptr, kept, vocab, dim, T(1), false);
+    LVT_PARALLEL_FOR_IF(kept * vocab >= parallel::min_elems)
+    for (std::int64_t r = 0; r < kept; r++)
+      row_loss[r] = row_loss_and_grad(logits + r * vocab, vocab, labels[row_of[r]], scale,
+                                      dhidden != nullptr);
+    for (std::int64_t r = 0; r < kept; r++) res.loss_sum += row_loss[r];
     if (dhidden) {  // d rows = dlogits W, scattered back to the kept positions
-      for (std::int64_t i = 0; i < kept * dim; i++) rows[i] = 0;
-      matmul::backward_input(rows, dim, logits, vocab, W, dim, kept, vocab, dim, T(1));
-      r = 0;
-      for (std::int64_t p = n0; p < n; p++) {
-        if (labels[p] == ignore_index) continue;
-        for (std::int64_t i = 0; i < dim; i++) dhidden[p * dim + i] = rows[r * dim + i];
-        r++;
+      matmul::gemm(false, false, kept, dim, vocab, T(1), (const T*)logits, vocab, W, dim, T(0),
+                   dense ? dhidden + n0 * dim : rows, dim);
+      if (!dense) {
+        LVT_PARALLEL_FOR_IF(kept * dim >= parallel::min_elems)
+        for (std::int64_t r = 0; r < kept; r++) {
+          const std::int64_t p = row_of[r];
+          for (std::int64_t i = 0; i < dim; i++) dhidden[p * dim + i] = rows[r * dim + i];
+        }
       }
     }
     n0 = n;

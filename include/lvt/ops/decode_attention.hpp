@@ -1,8 +1,10 @@
 #pragma once
 // Causal attention of a few new query rows over a KV cache: the decode step of generation (one
 // row) and the chunks of a prefill (up to plan::prefill_chunk_tokens rows). Grouped-query heads
-// as in ops/attention.hpp, and the same arithmetic row for row (the dot products, the max, exp
-// in T, the sum in double), so a cached decode gives what a full forward gives.
+// as in ops/attention.hpp, and the same softmax (the max, exp in T, the sum in double); the dot
+// products are summed in another order than the forward's matrix products, so a cached decode
+// gives what a full forward gives to rounding (the tests allow 1e-5). One head per thread, each
+// with its own score row.
 //
 //   q [rows, H, D]: the queries of positions pos0 .. pos0 + rows - 1 of one sequence (RoPE applied)
 //   k, v [context, KV, D]: that sequence's cache, filled for positions 0 .. pos0 + rows - 1
@@ -12,12 +14,16 @@
 #include <cstdint>
 
 #include "lvt/ops/common.hpp"
+#include "lvt/ops/attention.hpp"
 #include "lvt/ops/matmul.hpp"
+#include "lvt/ops/parallel.hpp"
 
 namespace lvt::ops::decode_attention {
 
-// Scratch elements: one score row over the whole context.
-constexpr std::int64_t scratch_elems(std::int64_t context) { return context; }
+// Scratch elements: one score row over the whole context per thread.
+constexpr std::int64_t scratch_elems(std::int64_t context, int threads = 1) {
+  return context * (threads > 1 ? threads : 1);
+}
 
 namespace detail {
 // The shape checks of both versions (host and CUDA), in this order.
@@ -33,28 +39,28 @@ inline void check(std::int64_t rows, std::int64_t pos0, std::int64_t heads, std:
 
 template <class T>
 void forward(T* out, T* scratch, const T* q, const T* k, const T* v, std::int64_t rows,
-             std::int64_t pos0, std::int64_t heads, std::int64_t kv_heads, std::int64_t head_dim) {
+             std::int64_t pos0, std::int64_t heads, std::int64_t kv_heads, std::int64_t head_dim,
+             int threads = 1) {
   require(scratch != nullptr, "decode_attention",
           "scratch (scratch_elems(context) = context elements) is null", rows);
   detail::check(rows, pos0, heads, kv_heads, head_dim);
   const std::int64_t D = head_dim, group = heads / kv_heads;
   const T scale = T(1.0 / std::sqrt(double(D)));
-  T* s = scratch;
+  const std::int64_t context = pos0 + rows;  // the score row's length, at most
+  const int team = parallel::threads() < threads ? parallel::threads() : threads;
+#if defined(_OPENMP)
+#pragma omp parallel for num_threads(team) schedule(static) if(team > 1 && heads * context * D >= parallel::min_elems)
+#endif
   for (std::int64_t h = 0; h < heads; h++) {
     const std::int64_t g = h / group;
+    T* s = scratch + std::int64_t(parallel::thread_id()) * context;
     for (std::int64_t i = 0; i < rows; i++) {
       const std::int64_t t = pos0 + i;
       const T* qt = q + (i * heads + h) * D;
-      T m = -INFINITY;
-      for (std::int64_t j = 0; j <= t; j++) {
+      for (std::int64_t j = 0; j <= t; j++)
         s[j] = scale * matmul::dot(qt, k + (j * kv_heads + g) * D, D);
-        if (s[j] > m) m = s[j];
-      }
-      double sum = 0;
-      for (std::int64_t j = 0; j <= t; j++) {
-        s[j] = std::exp(s[j] - m);
-        sum += double(s[j]);
-      }
+      const T m = attention::detail::softmax_max(s, t + 1);
+      const double sum = attention::detail::softmax_exp_sum(s, t + 1, m);
       const T inv = T(1.0 / sum);
       T* o = out + (i * heads + h) * D;
       for (std::int64_t d = 0; d < D; d++) o[d] = 0;

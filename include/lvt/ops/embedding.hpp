@@ -6,6 +6,7 @@
 #include <string>
 
 #include "lvt/ops/common.hpp"
+#include "lvt/ops/parallel.hpp"
 
 namespace lvt::ops::embedding {
 
@@ -20,6 +21,10 @@ void forward(T* out, const std::int32_t* tokens, const T* table, std::int64_t n_
       throw Error("embedding: token id " + std::to_string(id) + " at position " +
                   std::to_string(n) + " is outside the vocabulary (vocab_size " +
                   std::to_string(vocab) + ")");
+  }
+  LVT_PARALLEL_FOR_IF(n_tokens * dim >= parallel::min_elems)
+  for (std::int64_t n = 0; n < n_tokens; n++) {
+    const std::int32_t id = tokens[n];
     const T* row = table + std::int64_t(id) * dim;
     T* o = out + n * dim;
     for (std::int64_t i = 0; i < dim; i++) o[i] = row[i];

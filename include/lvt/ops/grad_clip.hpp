@@ -14,6 +14,7 @@
 #include <string>
 
 #include "lvt/ops/common.hpp"
+#include "lvt/ops/parallel.hpp"
 
 namespace lvt::ops::grad_clip {
 
@@ -23,10 +24,28 @@ struct Grad {
   std::int64_t n;
 };
 
+// Chunks of sum_squares: each chunk's sum is one partial, the partials are added in chunk order,
+// so the result does not depend on the thread count.
+inline constexpr std::int64_t sum_chunks = 256;
+
 template <class T>
 double sum_squares(const T* g, std::int64_t n) {
+  if (n < parallel::min_elems) {
+    double s = 0;
+    for (std::int64_t i = 0; i < n; i++) s += double(g[i]) * double(g[i]);
+    return s;
+  }
+  const std::int64_t per = (n + sum_chunks - 1) / sum_chunks;
+  double part[sum_chunks];
+  LVT_PARALLEL_FOR
+  for (std::int64_t c = 0; c < sum_chunks; c++) {
+    double s = 0;
+    const std::int64_t end = (c + 1) * per < n ? (c + 1) * per : n;
+    for (std::int64_t i = c * per; i < end; i++) s += double(g[i]) * double(g[i]);
+    part[c] = s;
+  }
   double s = 0;
-  for (std::int64_t i = 0; i < n; i++) s += double(g[i]) * double(g[i]);
+  for (std::int64_t c = 0; c < sum_chunks; c++) s += part[c];
   return s;
 }
 
@@ -39,6 +58,7 @@ LVT_HD inline double clip_coef(double total_norm, double max_norm) {
 template <class T>
 void scale(T* g, std::int64_t n, double coef) {
   const T c = T(coef);
+  LVT_PARALLEL_FOR_IF(n >= parallel::min_elems)
   for (std::int64_t i = 0; i < n; i++) g[i] *= c;
 }
 

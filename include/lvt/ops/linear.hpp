@@ -46,13 +46,17 @@ struct LoraGrads {
   T* dB = nullptr;  // [out, rank], accumulated
 };
 
-// Rows of x the LoRA path handles at a time (its dropped-out copy lives in scratch).
-inline constexpr std::int64_t lora_row_block = 16;
+// Rows of x the LoRA path drops out at a time (its dropped-out copy lives in scratch). Without
+// dropout there is no copy: each LoRA product is one matrix product over all the rows.
+inline constexpr std::int64_t lora_row_block = 256;
+constexpr std::int64_t lora_block_rows(std::int64_t rows) {
+  return rows < lora_row_block ? rows : lora_row_block;
+}
 
 // Scratch of forward and backward: h and dh [rows, rank] and a block of dropped-out rows of x
-// [lora_row_block, in].
+// [lora_block_rows(rows), in].
 constexpr std::int64_t scratch_elems(std::int64_t rows, std::int64_t in, std::int64_t rank) {
-  return 2 * rows * rank + lora_row_block * in;
+  return 2 * rows * rank + lora_block_rows(rows) * in;
 }
 
 // Dropout's keep decision and factor for one element (shared with the CUDA kernel).
@@ -89,6 +93,7 @@ template <class T>
 const T* dropped_rows(T* blk, const T* x, std::int64_t n0, std::int64_t n1, std::int64_t in,
                       const Lora<T>& lora) {
   if (lora.dropout <= 0) return x + n0 * in;
+  LVT_PARALLEL_FOR_IF((n1 - n0) * in >= parallel::min_elems)
   for (std::int64_t n = n0; n < n1; n++)
     for (std::int64_t k = 0; k < in; k++)
       blk[(n - n0) * in + k] =
@@ -99,11 +104,13 @@ const T* dropped_rows(T* blk, const T* x, std::int64_t n0, std::int64_t n1, std:
 // h[n, r] = dropout(x[n, :]) . A[r, :]
 template <class T>
 void lora_down(T* h, T* blk, const T* x, const Lora<T>& lora, std::int64_t rows, std::int64_t in) {
+  const std::int64_t R = lora.rank;
+  if (lora.dropout <= 0)
+    return matmul::gemm(false, true, rows, R, in, T(1), x, in, lora.A, in, T(0), h, R);
   for (std::int64_t n0 = 0; n0 < rows; n0 += lora_row_block) {
     const std::int64_t n1 = n0 + lora_row_block < rows ? n0 + lora_row_block : rows;
     const T* xd = dropped_rows(blk, x, n0, n1, in, lora);
-    matmul::forward(h + n0 * lora.rank, lora.rank, xd, in, lora.A, in, (const T*)nullptr, n1 - n0,
-                    lora.rank, in, T(1), false);
+    matmul::gemm(false, true, n1 - n0, R, in, T(1), xd, in, lora.A, in, T(0), h + n0 * R, R);
   }
 }
 
@@ -113,8 +120,9 @@ void lora_forward(T* y, T* scratch, const T* x, const Lora<T>& lora, std::int64_
   T* h = scratch;
   T* blk = scratch + 2 * rows * lora.rank;
   lora_down(h, blk, x, lora, rows, in);
-  matmul::forward(y, out, h, lora.rank, lora.B, lora.rank, (const T*)nullptr, rows, out,
-                  lora.rank, lora.scale, true);
+  // y += scale h B^T
+  matmul::gemm(false, true, rows, out, lora.rank, lora.scale, (const T*)h, lora.rank, lora.B,
+               lora.rank, T(1), y, out);
 }
 
 template <class T>
@@ -125,28 +133,34 @@ void lora_backward(T* dx, LoraGrads<T> g, T* scratch, const T* dy, const T* x,
   T* dh = scratch + rows * R;
   T* blk = scratch + 2 * rows * R;
   // dh = scale * dy B
-  for (std::int64_t i = 0; i < rows * R; i++) dh[i] = 0;
-  matmul::backward_input(dh, R, dy, out, lora.B, R, rows, out, R, lora.scale);
-  // per block of rows, one dropped-out copy of x serves h (recomputed) and dA += dh^T dropout(x);
-  // then the block buffer takes dh A for dx += dropout'(dh A)
-  for (std::int64_t n0 = 0; n0 < rows; n0 += lora_row_block) {
-    const std::int64_t n1 = n0 + lora_row_block < rows ? n0 + lora_row_block : rows;
-    const T* xd = dropped_rows(blk, x, n0, n1, in, lora);
-    if (g.dB)
-      matmul::forward(h + n0 * R, R, xd, in, lora.A, in, (const T*)nullptr, n1 - n0, R, in, T(1),
-                      false);
-    if (g.dA) matmul::backward_weight(g.dA, in, dh + n0 * R, R, xd, in, n1 - n0, R, in, T(1));
-    if (dx) {
-      for (std::int64_t i = 0; i < (n1 - n0) * in; i++) blk[i] = 0;
-      matmul::backward_input(blk, in, dh + n0 * R, R, lora.A, in, n1 - n0, R, in, T(1));
-      for (std::int64_t n = n0; n < n1; n++)
-        for (std::int64_t k = 0; k < in; k++)
-          dx[n * in + k] += blk[(n - n0) * in + k] *
-                            dropout_factor<T>(lora.seed, std::uint64_t(n * in + k), lora.dropout);
+  matmul::gemm(false, false, rows, R, out, lora.scale, dy, out, lora.B, R, T(0), dh, R);
+  if (lora.dropout <= 0) {
+    // h = x A^T (for dB), dA += dh^T x, dx += dh A: each one product over all the rows
+    if (g.dB) matmul::gemm(false, true, rows, R, in, T(1), x, in, lora.A, in, T(0), h, R);
+    if (g.dA) matmul::gemm(true, false, R, in, rows, T(1), (const T*)dh, R, x, in, T(1), g.dA, in);
+    if (dx) matmul::gemm(false, false, rows, in, R, T(1), (const T*)dh, R, lora.A, in, T(1), dx, in);
+  } else {
+    // per block of rows, one dropped-out copy of x serves h (recomputed) and dA += dh^T
+    // dropout(x); then the block buffer takes dh A for dx += dropout'(dh A)
+    for (std::int64_t n0 = 0; n0 < rows; n0 += lora_row_block) {
+      const std::int64_t n1 = n0 + lora_row_block < rows ? n0 + lora_row_block : rows, nb = n1 - n0;
+      const T* xd = dropped_rows(blk, x, n0, n1, in, lora);
+      if (g.dB) matmul::gemm(false, true, nb, R, in, T(1), xd, in, lora.A, in, T(0), h + n0 * R, R);
+      if (g.dA)
+        matmul::gemm(true, false, R, in, nb, T(1), (const T*)(dh + n0 * R), R, xd, in, T(1), g.dA, in);
+      if (dx) {
+        matmul::gemm(false, false, nb, in, R, T(1), (const T*)(dh + n0 * R), R, lora.A, in, T(0),
+                     blk, in);
+        LVT_PARALLEL_FOR_IF(nb * in >= parallel::min_elems)
+        for (std::int64_t n = n0; n < n1; n++)
+          for (std::int64_t k = 0; k < in; k++)
+            dx[n * in + k] += blk[(n - n0) * in + k] *
+                              dropout_factor<T>(lora.seed, std::uint64_t(n * in + k), lora.dropout);
+      }
     }
   }
-  // dB += scale * dy^T h
-  if (g.dB) matmul::backward_weight(g.dB, R, dy, out, h, R, rows, out, R, lora.scale);
+  // dB += scale dy^T h
+  if (g.dB) matmul::gemm(true, false, out, R, rows, lora.scale, dy, out, (const T*)h, R, T(1), g.dB, R);
 }
 
 }  // namespace detail

@@ -1,32 +1,44 @@
 #pragma once
-// The three products every linear layer needs, on row-major raw pointers with leading
-// dimensions, host reference only (the CUDA backend uses cuBLASLt):
+// The matrix products of the host backend, on row-major raw pointers with leading dimensions,
+// through the BLAS (OpenBLAS's cblas_sgemm / cblas_dgemm); the CUDA backend uses cuBLASLt below:
+//   gemm        C[M, N] = alpha * op(A) op(B) + beta * C      (op: as stored, or transposed)
 //   forward     y[n, m]  (+)= alpha * sum_k x[n, k] W[m, k] + bias[m]   (x W^T, W as nn.Linear [out, in])
 //   input grad  dx[n, k]  += alpha * sum_m dy[n, m] W[m, k]             (dy W)
 //   weight grad dW[m, k]  += alpha * sum_n dy[n, m] x[n, k]             (dy^T x)
-// Blocked for registers and cache: a 4-row block of the result, two SIMD vectors wide, is
-// accumulated in registers over the reduction (micro-kernel `detail::tile`), and a block of
-// `row_block` rows reuses each packed panel of the weight, so the lm-head's 32000-row weight
-// streams once per block of tokens, not once per token. Measured at 1024 x 256 x {256, 688}
-// (GCC 12 -O3, one core, best of 15): forward / input grad ~35 GFLOP/s with the default SSE2,
-// ~95 / ~85 with -march=x86-64-v3 (AVX2 + FMA), against ~21 for a dot product per output.
+//   matvec      y[m] = bias[m] + W[m, :] . x                             (generation's decode step)
+//
+// Threads (ops/parallel.hpp): the BLAS is told to run single-threaded, and a product big enough
+// to pay for the team is split into one contiguous block of rows (or of columns, whichever side
+// is longer) per thread, each a BLAS call of its own. The split depends only on the shape and
+// the thread count, and each element of C is a whole reduction inside one call: for a fixed
+// thread count a product gives the same bits every time. Inside a parallel region (attention's
+// per-head products) a product is one call on the calling thread.
+//
+// OpenBLAS picks its kernels by the CPU's model number; a CPU newer than the library (0.3.21,
+// Debian 12, on Sapphire / Emerald Rapids) falls back to the SSE3 "Prescott" kernels at a sixth
+// of the AVX-512 rate. setup() moves such a fallback to the kernels the CPU's features allow
+// (SkylakeX with AVX-512, Haswell with AVX2 + FMA), unless OPENBLAS_CORETYPE says otherwise.
+#include <cblas.h>
+
+#include <algorithm>
+#include <climits>
 #include <cstdint>
+#include <cstdlib>
 #include <string>
 
-// Blocks spread over threads when built with -fopenmp (as llm.c), for products big enough to
-// pay for waking the threads (the LoRA rank-r products are not); serial otherwise.
-#if defined(_OPENMP)
-#define LVT_PRAGMA(x) _Pragma(#x)
-#define LVT_OMP_FOR_IF(cond) LVT_PRAGMA(omp parallel for if(cond))
-#else
-#define LVT_OMP_FOR_IF(cond)
+#if defined(__linux__) || defined(__APPLE__)
+#include <dlfcn.h>
 #endif
+
+#include "lvt/error.hpp"
+#include "lvt/ops/parallel.hpp"
 
 namespace lvt::ops::matmul {
 
-inline constexpr std::int64_t row_block = 32;
-// Multiply-adds below which a product runs on one thread.
+// Multiply-adds below which a product runs on one thread (about 40 us at 100 GFLOP/s).
 inline constexpr std::int64_t parallel_min_work = std::int64_t(1) << 22;
+// Threads' blocks start at multiples of this many rows or columns (whole micro-kernel tiles).
+inline constexpr std::int64_t split_align = 16;
 
 template <class T>
 inline T dot(const T* a, const T* b, std::int64_t n) {
@@ -39,154 +51,213 @@ inline T dot(const T* a, const T* b, std::int64_t n) {
   return s;
 }
 
+// ---- the BLAS ------------------------------------------------------------------------------
+namespace blas {
+
+struct Info {
+  std::string library = "BLAS";  // "OpenBLAS 0.3.21", ...
+  std::string core;              // OpenBLAS's kernel set ("SkylakeX")
+  std::string moved_from;        // the kernel set OpenBLAS chose itself, when setup() moved it
+  std::string build;             // "pthreads", "OpenMP", "serial"
+};
+
 namespace detail {
-
-// The micro-kernel: a tile_rows x cols<T> block of C, held in registers, += alpha * sum_p
-// A(i, p) B(p, j), with A(i, p) = A[i * sa_i + p * sa_p] and B(p, j) = B[p * ldb + j] (cols<T>
-// contiguous j). A row of the block is two SIMD vectors (GCC/Clang vector extension, sized for
-// the target: SSE2 by default, AVX/AVX-512 when the build enables them), so 4 rows use 8
-// registers and nothing spills. Plain loops here were vectorized differently from one inlining
-// context to the next (over p, with shuffles), at a fifth of the speed: the vector type pins it.
-inline constexpr int tile_rows = 4;
-#if defined(__AVX__)  // AVX-512 targets too: 512-bit vectors measured slower here
-inline constexpr int simd_bytes = 32;
-#else
-inline constexpr int simd_bytes = 16;
+#if defined(OPENBLAS_VERSION) && defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+inline bool is_sse_only_core(const std::string& c) {
+  static const char* const generic[] = {"Prescott", "Core2",  "Penryn",     "Dunnington",
+                                        "Nehalem",  "Katmai", "Coppermine", "Northwood",
+                                        "Banias",   "Atom",   "Nano"};
+  for (const char* g : generic)
+    if (c == g) return true;
+  return false;
+}
+// The kernel set the CPU's features allow, when OpenBLAS fell back to an SSE-only one.
+inline const char* better_core() {
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+      __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+      __builtin_cpu_supports("avx512cd"))
+    return "SkylakeX";
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return "Haswell";
+  return nullptr;
+}
+// A DYNAMIC_ARCH OpenBLAS re-reads OPENBLAS_CORETYPE when its kernel table is reset: both entry
+// points are exported by such builds (looked up, so other builds simply keep their kernels).
+inline void move_core(Info& info) {
+  if (std::getenv("OPENBLAS_CORETYPE") != nullptr || !is_sse_only_core(info.core)) return;
+  const char* want = better_core();
+  if (!want) return;
+  using Fn = void (*)();
+  Fn quit = reinterpret_cast<Fn>(dlsym(RTLD_DEFAULT, "gotoblas_dynamic_quit"));
+  Fn init = reinterpret_cast<Fn>(dlsym(RTLD_DEFAULT, "gotoblas_dynamic_init"));
+  if (!quit || !init) return;
+  setenv("OPENBLAS_CORETYPE", want, 1);
+  quit();
+  init();
+  unsetenv("OPENBLAS_CORETYPE");
+  info.moved_from = info.core;
+  info.core = openblas_get_corename();
+}
 #endif
-template <class T>
-inline constexpr int lanes = simd_bytes / int(sizeof(T));
-template <class T>
-inline constexpr int cols = 2 * lanes<T>;
 
-template <class T>
-inline void tile(T* C, std::int64_t ldc, const T* A, std::int64_t sa_i, std::int64_t sa_p,
-                 const T* B, std::int64_t ldb, std::int64_t P, T alpha) {
-#if defined(__GNUC__)
-  typedef T vec_t __attribute__((vector_size(simd_bytes)));
-  typedef T unaligned_vec_t __attribute__((vector_size(simd_bytes), aligned(alignof(T))));
-  vec_t acc[tile_rows][2] = {};
-  for (std::int64_t p = 0; p < P; p++) {
-    const unaligned_vec_t* b = reinterpret_cast<const unaligned_vec_t*>(B + p * ldb);
-    const vec_t b0 = b[0], b1 = b[1];
-    for (int i = 0; i < tile_rows; i++) {
-      const T a = A[i * sa_i + p * sa_p];
-      acc[i][0] += a * b0;
-      acc[i][1] += a * b1;
-    }
-  }
-  for (int i = 0; i < tile_rows; i++) {
-    T row[cols<T>];
-    __builtin_memcpy(row, acc[i], sizeof(row));
-    for (int j = 0; j < cols<T>; j++) C[i * ldc + j] += alpha * row[j];
-  }
-#else
-  T acc[tile_rows][cols<T>] = {};
-  for (std::int64_t p = 0; p < P; p++) {
-    const T* b = B + p * ldb;
-    for (int i = 0; i < tile_rows; i++) {
-      const T a = A[i * sa_i + p * sa_p];
-      for (int j = 0; j < cols<T>; j++) acc[i][j] += a * b[j];
-    }
-  }
-  for (int i = 0; i < tile_rows; i++)
-    for (int j = 0; j < cols<T>; j++) C[i * ldc + j] += alpha * acc[i][j];
+inline Info make_info() {
+  Info info;
+#if defined(OPENBLAS_VERSION)
+  info.library = "OpenBLAS";
+  const std::string config = openblas_get_config();  // "OpenBLAS 0.3.21 DYNAMIC_ARCH ..."
+  const std::size_t sp = config.find(' ', 9);
+  if (config.rfind("OpenBLAS ", 0) == 0) info.library = config.substr(0, sp);
+  info.core = openblas_get_corename();
+  const int par = openblas_get_parallel();
+  info.build = par == 0 ? "serial" : par == 1 ? "pthreads" : "OpenMP";
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  move_core(info);
 #endif
+  // lvt splits products over its own threads: the BLAS never starts a team of its own.
+  openblas_set_num_threads(1);
+#endif
+  return info;
 }
-
-// The same on a partial block (fewer rows or columns), at the edges.
-template <class T>
-inline void tile_edge(T* C, std::int64_t ldc, const T* A, std::int64_t sa_i, std::int64_t sa_p,
-                      const T* B, std::int64_t ldb, std::int64_t P, T alpha, std::int64_t rows,
-                      std::int64_t ncols) {
-  for (std::int64_t i = 0; i < rows; i++)
-    for (std::int64_t j = 0; j < ncols; j++) {
-      T s = 0;
-      for (std::int64_t p = 0; p < P; p++) s += A[i * sa_i + p * sa_p] * B[p * ldb + j];
-      C[i * ldc + j] += alpha * s;
-    }
-}
-
-// C[rows, ncols] += alpha * A B over P, in tiles (B as above: row p holds contiguous j).
-template <class T>
-inline void tiles(T* C, std::int64_t ldc, const T* A, std::int64_t sa_i, std::int64_t sa_p,
-                  const T* B, std::int64_t ldb, std::int64_t P, T alpha, std::int64_t rows,
-                  std::int64_t ncols) {
-  for (std::int64_t i = 0; i < rows; i += tile_rows) {
-    const std::int64_t ri = rows - i < tile_rows ? rows - i : tile_rows;
-    for (std::int64_t j = 0; j < ncols; j += cols<T>) {
-      const std::int64_t cj = ncols - j < cols<T> ? ncols - j : cols<T>;
-      if (ri == tile_rows && cj == cols<T>)
-        tile(C + i * ldc + j, ldc, A + i * sa_i, sa_i, sa_p, B + j, ldb, P, alpha);
-      else
-        tile_edge(C + i * ldc + j, ldc, A + i * sa_i, sa_i, sa_p, B + j, ldb, P, alpha, ri, cj);
-    }
-  }
-}
-
-// Reduction depth per packed block: the packed panel (cols<T> * depth_block T) lives on the
-// stack, 8 KiB with SSE2 (32 KiB with AVX-512).
-inline constexpr std::int64_t depth_block = 256;
-
 }  // namespace detail
 
-// y[n, m] = (accumulate ? y[n, m] : bias[m] or 0) + alpha * (x[n, :] . W[m, :])
-// W's rows are packed cols<T> at a time into a transposed panel on the stack, so the micro-kernel
-// reads 16 output columns contiguously; each panel is used by a block of `row_block` rows.
+// Once per process, before the first product (thread-safe).
+inline const Info& setup() {
+  static const Info info = detail::make_info();
+  return info;
+}
+
+// One row-major BLAS call (sizes already checked, all positive).
+inline void call(bool ta, bool tb, int M, int N, int K, float alpha, const float* A, int lda,
+                 const float* B, int ldb, float beta, float* C, int ldc) {
+  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N,
+              K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+inline void call(bool ta, bool tb, int M, int N, int K, double alpha, const double* A, int lda,
+                 const double* B, int ldb, double beta, double* C, int ldc) {
+  cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N,
+              K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+inline void gemv(int M, int N, const float* A, int lda, const float* x, float beta, float* y) {
+  cblas_sgemv(CblasRowMajor, CblasNoTrans, M, N, 1.0f, A, lda, x, 1, beta, y, 1);
+}
+inline void gemv(int M, int N, const double* A, int lda, const double* x, double beta, double* y) {
+  cblas_dgemv(CblasRowMajor, CblasNoTrans, M, N, 1.0, A, lda, x, 1, beta, y, 1);
+}
+
+}  // namespace blas
+
+namespace detail {
+inline int blas_int(std::int64_t v, const char* what) {
+  if (v < 0 || v > INT_MAX)
+    throw Error(std::string("matmul: ") + what + " " + std::to_string(v) +
+                " is outside the BLAS's 32-bit range");
+  return int(v);
+}
+// Block i of p over [0, n), starting at a multiple of split_align.
+inline std::int64_t split_at(std::int64_t n, int i, int p) {
+  if (i >= p) return n;
+  return (n * i / p) / split_align * split_align;
+}
+}  // namespace detail
+
+// C[M, N] = alpha * op(A) op(B) + beta * C, row-major. op(A) is [M, K]: A as stored [M, K]
+// (lda >= K) or, with trans_a, A^T of A stored [K, M] (lda >= M); op(B) is [K, N]: B stored
+// [K, N] (ldb >= N) or, with trans_b, B^T of B stored [N, K] (ldb >= K). With beta = 0, C is
+// only written (NaN in it, as poison mode leaves, does not propagate).
+template <class T>
+void gemm(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64_t K, T alpha,
+          const T* A, std::int64_t lda, const T* B, std::int64_t ldb, T beta, T* C,
+          std::int64_t ldc) {
+  if (M <= 0 || N <= 0) return;
+  if (K <= 0) {  // no product: C = beta * C
+    LVT_PARALLEL_FOR_IF(M * N >= parallel::min_elems)
+    for (std::int64_t i = 0; i < M; i++)
+      for (std::int64_t j = 0; j < N; j++) C[i * ldc + j] = beta == T(0) ? T(0) : beta * C[i * ldc + j];
+    return;
+  }
+  blas::setup();
+  const int m = detail::blas_int(M, "M"), n = detail::blas_int(N, "N"), k = detail::blas_int(K, "K");
+  const int la = detail::blas_int(std::max<std::int64_t>(lda, 1), "lda");
+  const int lb = detail::blas_int(std::max<std::int64_t>(ldb, 1), "ldb");
+  const int lc = detail::blas_int(std::max<std::int64_t>(ldc, 1), "ldc");
+  const int team = parallel::threads();
+  const std::int64_t longer = M >= N ? M : N;
+  int p = team;
+  if (M * N * K < parallel_min_work) p = 1;
+  if (p > 1 && (longer + split_align - 1) / split_align < p) p = int((longer + split_align - 1) / split_align);
+  if (p <= 1) {
+    blas::call(trans_a, trans_b, m, n, k, alpha, A, la, B, lb, beta, C, lc);
+    return;
+  }
+  const bool rows = M >= N;  // split the longer side: the other operand is the one re-packed
+#if defined(_OPENMP)
+#pragma omp parallel num_threads(p)
+#endif
+  {
+    const int i = parallel::thread_id();
+    const std::int64_t a = detail::split_at(longer, i, p), b = detail::split_at(longer, i + 1, p);
+    if (b > a) {
+      if (rows)  // rows [a, b) of C and op(A)
+        blas::call(trans_a, trans_b, int(b - a), n, k, alpha, trans_a ? A + a : A + a * lda, la, B,
+                   lb, beta, C + a * ldc, lc);
+      else  // columns [a, b) of C and op(B)
+        blas::call(trans_a, trans_b, m, int(b - a), k, alpha, A, la, trans_b ? B + a * ldb : B + a,
+                   lb, beta, C + a, lc);
+    }
+  }
+}
+
+// y[n, m] = (accumulate ? y[n, m] : 0) + bias[m] + alpha * (x[n, :] . W[m, :]); bias may be null.
 template <class T>
 void forward(T* y, std::int64_t ldy, const T* x, std::int64_t ldx, const T* W, std::int64_t ldw,
              const T* bias, std::int64_t rows, std::int64_t out, std::int64_t in, T alpha,
              bool accumulate) {
-  using namespace detail;
-  if (!accumulate)
+  if (bias) {
+    LVT_PARALLEL_FOR_IF(rows * out >= parallel::min_elems)
     for (std::int64_t n = 0; n < rows; n++)
-      for (std::int64_t m = 0; m < out; m++) y[n * ldy + m] = bias ? bias[m] : T(0);
-  else if (bias)
-    for (std::int64_t n = 0; n < rows; n++)
-      for (std::int64_t m = 0; m < out; m++) y[n * ldy + m] += bias[m];
-  LVT_OMP_FOR_IF(rows * out * in >= parallel_min_work)
-  for (std::int64_t m0 = 0; m0 < out; m0 += cols<T>) {
-    const std::int64_t mc = out - m0 < cols<T> ? out - m0 : cols<T>;
-    T panel[depth_block * cols<T>];  // panel[k][j] = W[m0 + j][k0 + k]
-    for (std::int64_t k0 = 0; k0 < in; k0 += depth_block) {
-      const std::int64_t kc = in - k0 < depth_block ? in - k0 : depth_block;
-      for (std::int64_t k = 0; k < kc; k++)
-        for (std::int64_t j = 0; j < cols<T>; j++)
-          panel[k * cols<T> + j] = j < mc ? W[(m0 + j) * ldw + k0 + k] : T(0);
-      for (std::int64_t n0 = 0; n0 < rows; n0 += row_block) {
-        const std::int64_t nr = rows - n0 < row_block ? rows - n0 : row_block;
-        tiles(y + n0 * ldy + m0, ldy, x + n0 * ldx + k0, ldx, std::int64_t(1), (const T*)panel,
-              std::int64_t(cols<T>), kc, alpha, nr, mc);
-      }
-    }
+      for (std::int64_t m = 0; m < out; m++)
+        y[n * ldy + m] = accumulate ? y[n * ldy + m] + bias[m] : bias[m];
   }
+  gemm(false, true, rows, out, in, alpha, x, ldx, W, ldw, T(accumulate || bias ? 1 : 0), y, ldy);
 }
 
-// y[m] = (bias[m] or 0) + x . W[m, :] for a single row x: generation's decode step, where
-// forward's packing of W into panels (a strided gather, once per row block) costs more than the
-// product itself. Reads W once, row by row.
+// y[m] = (bias[m] or 0) + x . W[m, :] for a single row x: generation's decode step (a BLAS
+// matrix-vector product, W read once), split over the team by blocks of rows of W.
 template <class T>
 void matvec(T* y, const T* x, const T* W, std::int64_t ldw, const T* bias, std::int64_t out,
             std::int64_t in) {
-  LVT_OMP_FOR_IF(out * in >= parallel_min_work)
-  for (std::int64_t m = 0; m < out; m++) y[m] = (bias ? bias[m] : T(0)) + dot(x, W + m * ldw, in);
+  if (out <= 0) return;
+  if (in <= 0) {
+    for (std::int64_t m = 0; m < out; m++) y[m] = bias ? bias[m] : T(0);
+    return;
+  }
+  blas::setup();
+  const int n = detail::blas_int(in, "in"), lw = detail::blas_int(ldw, "ldw");
+  detail::blas_int(out, "out");
+  int p = out * in >= parallel_min_work / 4 ? parallel::threads() : 1;
+  if (p > 1 && (out + split_align - 1) / split_align < p) p = int((out + split_align - 1) / split_align);
+  auto piece = [&](std::int64_t a, std::int64_t b) {
+    if (b <= a) return;
+    if (bias)
+      for (std::int64_t m = a; m < b; m++) y[m] = bias[m];
+    blas::gemv(int(b - a), n, W + a * ldw, lw, x, T(bias ? 1 : 0), y + a);
+  };
+  if (p <= 1) return piece(0, out);
+#if defined(_OPENMP)
+#pragma omp parallel num_threads(p)
+#endif
+  {
+    const int i = parallel::thread_id();
+    piece(detail::split_at(out, i, p), detail::split_at(out, i + 1, p));
+  }
 }
 
-// dx[n, k] += alpha * sum_m dy[n, m] W[m, k]   (W's rows are already contiguous in k)
+// dx[n, k] += alpha * sum_m dy[n, m] W[m, k]
 template <class T>
 void backward_input(T* dx, std::int64_t lddx, const T* dy, std::int64_t lddy, const T* W,
                     std::int64_t ldw, std::int64_t rows, std::int64_t out, std::int64_t in,
                     T alpha) {
-  using namespace detail;
-  constexpr std::int64_t out_block = 128;  // rows of W kept in L2 while every row block uses them
-  for (std::int64_t m0 = 0; m0 < out; m0 += out_block) {
-    const std::int64_t mc = out - m0 < out_block ? out - m0 : out_block;
-    LVT_OMP_FOR_IF(rows * mc * in >= parallel_min_work)
-    for (std::int64_t n0 = 0; n0 < rows; n0 += row_block) {
-      const std::int64_t nr = rows - n0 < row_block ? rows - n0 : row_block;
-      tiles(dx + n0 * lddx, lddx, dy + n0 * lddy + m0, lddy, std::int64_t(1), W + m0 * ldw, ldw,
-            mc, alpha, nr, in);
-    }
-  }
+  gemm(false, false, rows, in, out, alpha, dy, lddy, W, ldw, T(1), dx, lddx);
 }
 
 // dW[m, k] += alpha * sum_n dy[n, m] x[n, k]
@@ -194,18 +265,11 @@ template <class T>
 void backward_weight(T* dW, std::int64_t lddw, const T* dy, std::int64_t lddy, const T* x,
                      std::int64_t ldx, std::int64_t rows, std::int64_t out, std::int64_t in,
                      T alpha) {
-  LVT_OMP_FOR_IF(rows * out * in >= parallel_min_work)
-  for (std::int64_t m = 0; m < out; m++) {
-    T* d = dW + m * lddw;
-    for (std::int64_t n = 0; n < rows; n++) {
-      const T a = alpha * dy[n * lddy + m];
-      const T* xr = x + n * ldx;
-      for (std::int64_t k = 0; k < in; k++) d[k] += a * xr[k];
-    }
-  }
+  gemm(true, false, out, in, rows, alpha, dy, lddy, x, ldx, T(1), dW, lddw);
 }
 
 }  // namespace lvt::ops::matmul
+
 
 namespace lvt::ops::matmul {
 // The error when cuBLASLt has no algorithm for a GEMM (its heuristic returns none, or

@@ -4,11 +4,21 @@
 // add into the same d buffer, so there is no residual backward function.
 #include <cstdint>
 
+#include "lvt/ops/parallel.hpp"
+
 namespace lvt::ops::residual {
 
 template <class T>
 void forward(T* out, const T* a, const T* b, std::int64_t n) {
+  LVT_PARALLEL_FOR_IF(n >= parallel::min_elems)
   for (std::int64_t i = 0; i < n; i++) out[i] = a[i] + b[i];
+}
+
+// x = 0 (a gradient buffer at the start of its lifetime).
+template <class T>
+void zero(T* x, std::int64_t n) {
+  LVT_PARALLEL_FOR_IF(n >= parallel::min_elems)
+  for (std::int64_t i = 0; i < n; i++) x[i] = T(0);
 }
 
 }  // namespace lvt::ops::residual

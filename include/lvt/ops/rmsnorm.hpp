@@ -9,6 +9,7 @@
 #include <cstdint>
 
 #include "lvt/ops/common.hpp"
+#include "lvt/ops/parallel.hpp"
 
 namespace lvt::ops::rmsnorm {
 
@@ -17,6 +18,7 @@ void forward(T* out, T* rstd, const T* x, const T* weight, std::int64_t rows, st
              double eps) {
   require(dim > 0, "rmsnorm", "dim must be positive", dim);
   require(eps > 0, "rmsnorm", "eps (rms_norm_eps) must be positive", 0);
+  LVT_PARALLEL_FOR_IF(rows * dim >= parallel::min_elems)
   for (std::int64_t n = 0; n < rows; n++) {
     const T* xr = x + n * dim;
     double ss = 0;
@@ -34,6 +36,8 @@ template <class T>
 void backward(T* dx, T* dweight, const T* dout, const T* x, const T* weight, const T* rstd,
               std::int64_t rows, std::int64_t dim) {
   require(dim > 0, "rmsnorm", "dim must be positive", dim);
+  // rows in parallel, unless dweight (a sum over rows) is wanted
+  LVT_PARALLEL_FOR_IF(dweight == nullptr && rows * dim >= parallel::min_elems)
   for (std::int64_t n = 0; n < rows; n++) {
     const T* xr = x + n * dim;
     const T* dy = dout + n * dim;

@@ -22,6 +22,7 @@
 
 #include "lvt/model/config.hpp"
 #include "lvt/ops/common.hpp"
+#include "lvt/ops/parallel.hpp"
 
 namespace lvt::ops::rope {
 
@@ -99,23 +100,24 @@ void forward(T* out, const T* x, const T* cos, const T* sin, std::int64_t batch,
              const std::int32_t* positions = nullptr) {
   detail::check(heads, head_dim, rotary_dim);
   const std::int64_t half = rotary_dim / 2;
-  for (std::int64_t b = 0; b < batch; b++)
-    for (std::int64_t t = 0; t < seq; t++) {
-      const std::int64_t pos = position(positions, b, seq, t);
-      const T* c = cos + pos * half;
-      const T* s = sin + pos * half;
-      for (std::int64_t h = 0; h < heads; h++) {
-        const std::int64_t off = ((b * seq + t) * heads + h) * head_dim;
-        const T* xi = x + off;
-        T* o = out + off;
-        for (std::int64_t i = 0; i < half; i++) {
-          const T x1 = xi[i], x2 = xi[i + half];
-          rotate(o[i], o[i + half], x1, x2, c[i], s[i]);
-        }
-        if (o != xi)
-          for (std::int64_t i = rotary_dim; i < head_dim; i++) o[i] = xi[i];
+  LVT_PARALLEL_FOR_IF(batch * seq * heads * head_dim >= parallel::min_elems)
+  for (std::int64_t bt = 0; bt < batch * seq; bt++) {
+    const std::int64_t b = bt / seq, t = bt % seq;
+    const std::int64_t pos = position(positions, b, seq, t);
+    const T* c = cos + pos * half;
+    const T* s = sin + pos * half;
+    for (std::int64_t h = 0; h < heads; h++) {
+      const std::int64_t off = ((b * seq + t) * heads + h) * head_dim;
+      const T* xi = x + off;
+      T* o = out + off;
+      for (std::int64_t i = 0; i < half; i++) {
+        const T x1 = xi[i], x2 = xi[i + half];
+        rotate(o[i], o[i + half], x1, x2, c[i], s[i]);
       }
+      if (o != xi)
+        for (std::int64_t i = rotary_dim; i < head_dim; i++) o[i] = xi[i];
     }
+  }
 }
 
 // dx += R(-angle) dout. dx must not alias dout.
@@ -125,24 +127,25 @@ void backward(T* dx, const T* dout, const T* cos, const T* sin, std::int64_t bat
               const std::int32_t* positions = nullptr) {
   detail::check(heads, head_dim, rotary_dim);
   const std::int64_t half = rotary_dim / 2;
-  for (std::int64_t b = 0; b < batch; b++)
-    for (std::int64_t t = 0; t < seq; t++) {
-      const std::int64_t pos = position(positions, b, seq, t);
-      const T* c = cos + pos * half;
-      const T* s = sin + pos * half;
-      for (std::int64_t h = 0; h < heads; h++) {
-        const std::int64_t off = ((b * seq + t) * heads + h) * head_dim;
-        const T* dy = dout + off;
-        T* d = dx + off;
-        for (std::int64_t i = 0; i < half; i++) {
-          T d1, d2;
-          rotate(d1, d2, dy[i], dy[i + half], c[i], T(-s[i]));
-          d[i] += d1;
-          d[i + half] += d2;
-        }
-        for (std::int64_t i = rotary_dim; i < head_dim; i++) d[i] += dy[i];
+  LVT_PARALLEL_FOR_IF(batch * seq * heads * head_dim >= parallel::min_elems)
+  for (std::int64_t bt = 0; bt < batch * seq; bt++) {
+    const std::int64_t b = bt / seq, t = bt % seq;
+    const std::int64_t pos = position(positions, b, seq, t);
+    const T* c = cos + pos * half;
+    const T* s = sin + pos * half;
+    for (std::int64_t h = 0; h < heads; h++) {
+      const std::int64_t off = ((b * seq + t) * heads + h) * head_dim;
+      const T* dy = dout + off;
+      T* d = dx + off;
+      for (std::int64_t i = 0; i < half; i++) {
+        T d1, d2;
+        rotate(d1, d2, dy[i], dy[i + half], c[i], T(-s[i]));
+        d[i] += d1;
+        d[i + half] += d2;
       }
+      for (std::int64_t i = rotary_dim; i < head_dim; i++) d[i] += dy[i];
     }
+  }
 }
 
 }  // namespace lvt::ops::rope

@@ -4,8 +4,11 @@
 //   outputs; 2*cols with gate at +0 and up at +cols for phi3's fused gate_up_proj), out [rows, cols].
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 #include "lvt/ops/common.hpp"
+#include "lvt/ops/parallel.hpp"
+#include "lvt/ops/vmath.hpp"
 
 namespace lvt::ops::swiglu {
 
@@ -33,9 +36,13 @@ void forward(T* out, const T* gate, const T* up, std::int64_t rows, std::int64_t
              std::int64_t in_stride) {
   require(cols > 0 && in_stride >= cols, "swiglu", "cols must be positive and <= the row stride",
           cols);
+  LVT_PARALLEL_FOR_IF(rows * cols >= parallel::min_elems)
   for (std::int64_t r = 0; r < rows; r++)
-    for (std::int64_t i = 0; i < cols; i++)
-      out[r * cols + i] = value(gate[r * in_stride + i], up[r * in_stride + i]);
+    if constexpr (std::is_same_v<T, float>)  // the host backend: vectorized (ops/vmath.hpp)
+      vmath::swiglu_row(out + r * cols, gate + r * in_stride, up + r * in_stride, cols);
+    else
+      for (std::int64_t i = 0; i < cols; i++)
+        out[r * cols + i] = value(gate[r * in_stride + i], up[r * in_stride + i]);
 }
 template <class T>
 void forward(T* out, const T* gate, const T* up, std::int64_t rows, std::int64_t cols) {
@@ -48,14 +55,19 @@ void backward(T* dgate, T* dup, const T* dout, const T* gate, const T* up, std::
               std::int64_t cols, std::int64_t in_stride) {
   require(cols > 0 && in_stride >= cols, "swiglu", "cols must be positive and <= the row stride",
           cols);
+  LVT_PARALLEL_FOR_IF(rows * cols >= parallel::min_elems)
   for (std::int64_t r = 0; r < rows; r++)
-    for (std::int64_t i = 0; i < cols; i++) {
-      const std::int64_t j = r * in_stride + i;
-      T dg, du;
-      grads(dg, du, gate[j], up[j]);
-      dgate[j] += dout[r * cols + i] * dg;
-      dup[j] += dout[r * cols + i] * du;
-    }
+    if constexpr (std::is_same_v<T, float>)
+      vmath::swiglu_grad_row(dgate + r * in_stride, dup + r * in_stride, dout + r * cols,
+                             gate + r * in_stride, up + r * in_stride, cols);
+    else
+      for (std::int64_t i = 0; i < cols; i++) {
+        const std::int64_t j = r * in_stride + i;
+        T dg, du;
+        grads(dg, du, gate[j], up[j]);
+        dgate[j] += dout[r * cols + i] * dg;
+        dup[j] += dout[r * cols + i] * du;
+      }
 }
 template <class T>
 void backward(T* dgate, T* dup, const T* dout, const T* gate, const T* up, std::int64_t rows,

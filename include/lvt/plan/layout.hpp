@@ -199,18 +199,31 @@ constexpr i64 widest_in(const ModelConfig& m) {
 }
 
 // Rows of x the LoRA path drops out at a time (the dropped copy lives in the common scratch).
-// The host reference walks 16-row blocks (ops::linear::lora_row_block); the 16-bit CUDA path
-// needs no copy without dropout and takes up to 512 rows per GEMM with it.
+// The host reference walks blocks of up to 256 rows (ops::linear::lora_row_block); the 16-bit
+// CUDA path needs no copy without dropout and takes up to 512 rows per GEMM with it.
+inline constexpr i64 host_lora_block_rows = 256;
 constexpr i64 lora_block_rows(const PlanOptions& o) {
-  if (o.precision == DType::fp32) return 16;
+  if (o.precision == DType::fp32) return tokens(o) < host_lora_block_rows ? tokens(o) : host_lora_block_rows;
   if (!(o.lora_dropout > 0)) return 0;
   return tokens(o) < 512 ? tokens(o) : 512;
 }
 
+// The host attention's scratch (ops::attention::scratch_elems): two blocks of 64 query rows'
+// scores per thread and, with grouped heads, backward's per-head dk and dv. CUDA: one row.
+inline constexpr i64 host_attention_block_rows = 64;
+constexpr i64 attention_scratch_bytes(const ModelConfig& m, const PlanOptions& o) {
+  if (o.precision != DType::fp32) return i64(o.seq) * 4;
+  const i64 rows = o.seq < host_attention_block_rows ? o.seq : host_attention_block_rows;
+  const i64 threads = o.host_threads > 0 ? o.host_threads : 1;
+  const i64 partials = m.heads > m.kv_heads ? 2 * tokens(o) * m.q_dim() : 0;
+  return (threads * 2 * rows * o.seq + partials) * 4;
+}
+
 // Scratch shared by forward and backward actions: the dequantized weight (the largest linear,
 // whole), the LoRA path's h / dh and a block of dropped-out rows, the layer's LoRA parameters
-// rounded to the 16-bit compute type (CUDA: cuBLASLt multiplies like types), one attention row
-// (host), and the RoPE cos/sin tables (fp32 on every backend).
+// rounded to the 16-bit compute type (CUDA: cuBLASLt multiplies like types), the host
+// attention's score blocks (attention_scratch_bytes), and the RoPE cos/sin tables (fp32 on every
+// backend).
 struct CommonWork {
   Span weight, lora, lora_params, attn_row, cos, sin;
 };
@@ -226,7 +239,7 @@ constexpr CommonWork common_work(const ModelConfig& m, const PlanOptions& o, Car
   }
   w.lora = c.take((2 * n * o.lora_rank + lora_block_rows(o) * widest_in(m)) * e);
   if (o.precision != DType::fp32) w.lora_params = c.take(layer_lora_params(m, o) * e);
-  w.attn_row = c.take(i64(o.seq) * 4);
+  w.attn_row = c.take(attention_scratch_bytes(m, o));
   w.cos = c.take(i64(o.seq) * (m.rotary_dim() / 2) * 4);
   w.sin = c.take(i64(o.seq) * (m.rotary_dim() / 2) * 4);
   return w;
@@ -294,8 +307,8 @@ constexpr i64 loss_chunk_tokens(const ModelConfig& m, const PlanOptions& o) {
 }
 
 // The loss: final-norm output and its rstd, the gradient of the last residual, one chunk of
-// fp32 logits with room for either its hidden rows (host) or its 16-bit logit gradients (CUDA),
-// and the per-row losses.
+// fp32 logits with room for either its hidden rows and row losses (host) or its 16-bit logit
+// gradients (CUDA), and the per-row losses.
 struct LossWork {
   Span xf, rstd, dxf, chunk, row_loss;
   i64 bytes = 0;
@@ -304,7 +317,10 @@ constexpr LossWork loss_work(const ModelConfig& m, const PlanOptions& o) {
   LossWork w;
   Carver c;
   const i64 n = tokens(o), e = dtype_bytes(o.precision), chunk = loss_chunk_tokens(m, o);
-  const i64 rows = m.hidden * 4 > m.vocab * e ? m.hidden * 4 : m.vocab * e;
+  // host (fp32): a chunk's hidden rows, and per row its position and loss (8 + 8 bytes, the
+  // 16 more ops::cross_entropy::scratch_elems asks for, rounded up); CUDA: its logit gradients
+  const i64 rows = o.precision == DType::fp32 ? m.hidden * 4 + 32
+                   : m.hidden * 4 > m.vocab * e ? m.hidden * 4 : m.vocab * e;
   w.xf = c.take(n * m.hidden * e);
   w.rstd = c.take(n * 4);
   w.dxf = c.take(n * m.hidden * e);
@@ -363,8 +379,10 @@ constexpr GenerateWork generate_work(const ModelConfig& m, const PlanOptions& o)
       most = l.linear[i].out * l.linear[i].in > most ? l.linear[i].out * l.linear[i].in : most;
     w.weight = c.take(most * e);
   }
-  w.lora = c.take((2 * n * o.lora_rank + 16 * widest_in(m)) * e);
-  w.attn_row = c.take(i64(o.generate_context) * 4);
+  w.lora = c.take((2 * n * o.lora_rank + (n < host_lora_block_rows ? n : host_lora_block_rows) *
+                                              widest_in(m)) * e);
+  w.attn_row = c.take(i64(o.generate_context) * 4 *
+                      (o.precision == DType::fp32 && o.host_threads > 1 ? o.host_threads : 1));
   w.cos = c.take(i64(o.generate_context) * half * 4);
   w.sin = c.take(i64(o.generate_context) * half * 4);
   w.xf = c.take(m.hidden * e);

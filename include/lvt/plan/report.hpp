@@ -177,6 +177,7 @@ inline nlohmann::json to_json(const PlanOptions& o) {
           {"seq", o.seq}, {"offload_optimizer", o.offload_optimizer},
           {"budget_bytes", o.budget_bytes}, {"sm", o.sm}};
   if (o.generate_context > 0) j["generate_context"] = o.generate_context;  // absent: no cache
+  if (o.precision == DType::fp32 && o.host_threads > 1) j["host_threads"] = o.host_threads;
   return j;
 }
 

@@ -108,11 +108,17 @@ inline void quantize_4bit(Code4 c, const T* x, std::int64_t n, int block, std::u
 template <Code4 C, class TOut>
 inline void dequantize_4bit(const std::uint8_t* packed, const float* absmax, std::int64_t n,
                             int block, TOut* out) {
-  for (std::int64_t i = 0; i < n; i += 2) {
-    const float am = absmax[i / block];  // i even, block even: i and i+1 share the block
-    const std::uint8_t byte = packed[i / 2];
-    out[i] = from_float<TOut>(dequantize4<C>(std::uint8_t(byte >> 4)) * am);
-    if (i + 1 < n) out[i + 1] = from_float<TOut>(dequantize4<C>(std::uint8_t(byte & 0x0f)) * am);
+  // block by block (block even: a byte's two values share a block), no division per element
+  for (std::int64_t b0 = 0; b0 < n; b0 += block) {
+    const float am = absmax[b0 / block];
+    const std::int64_t b1 = b0 + block < n ? b0 + block : n, pairs_end = b0 + (b1 - b0) / 2 * 2;
+    for (std::int64_t i = b0; i < pairs_end; i += 2) {
+      const std::uint8_t byte = packed[i / 2];
+      out[i] = from_float<TOut>(dequantize4<C>(std::uint8_t(byte >> 4)) * am);
+      out[i + 1] = from_float<TOut>(dequantize4<C>(std::uint8_t(byte & 0x0f)) * am);
+    }
+    if (pairs_end < b1)  // an odd total: the last value, in the high nibble
+      out[pairs_end] = from_float<TOut>(dequantize4<C>(std::uint8_t(packed[pairs_end / 2] >> 4)) * am);
   }
 }
 template <class TOut>
@@ -210,8 +216,11 @@ inline constexpr float inv127 = 7.874015718698502e-3f;  // bnb's int8 dequantiza
 template <class TOut>
 inline void dequantize_int8(const std::int8_t* q, const float* absmax, std::int64_t n, int block,
                             TOut* out) {
-  for (std::int64_t i = 0; i < n; ++i)
-    out[i] = from_float<TOut>(mul_rn(float(q[i]) * absmax[i / block], inv127));
+  for (std::int64_t b0 = 0; b0 < n; b0 += block) {
+    const float am = absmax[b0 / block];
+    const std::int64_t b1 = b0 + block < n ? b0 + block : n;
+    for (std::int64_t i = b0; i < b1; ++i) out[i] = from_float<TOut>(mul_rn(float(q[i]) * am, inv127));
+  }
 }
 
 // ---- an owning 4-bit tensor, as a bnb Params4bit + QuantState holds it -----------------------
