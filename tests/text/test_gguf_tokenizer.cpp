@@ -63,10 +63,15 @@ std::string ids_text(const std::vector<int32_t>& v) {
 }
 
 // The folder a case was converted from, or empty when it is absent (shared data missing).
+// A golden names a shared folder as "shared:NAME" or by its path next to the checkout the script
+// ran in (".../shared/data/tokenizers/NAME"): either way it is looked up in LVT_SHARED_DATA.
 fs::path case_folder(const std::string& f) {
-  if (f.rfind("shared:", 0) == 0) {
+  const std::string marker = "shared/data/tokenizers/";
+  const std::size_t at = f.find(marker);
+  if (f.rfind("shared:", 0) == 0 || at != std::string::npos) {
+    const std::string name = at != std::string::npos ? f.substr(at + marker.size()) : f.substr(7);
     const std::string shared = LVT_SHARED_DATA;
-    const fs::path d = shared.empty() ? fs::path() : fs::path(shared) / "tokenizers" / f.substr(7);
+    const fs::path d = shared.empty() ? fs::path() : fs::path(shared) / "tokenizers" / name;
     return fs::exists(d / "tokenizer.json") ? d : fs::path();
   }
   return kRoot / f;
