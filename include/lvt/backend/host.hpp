@@ -301,16 +301,7 @@ class HostBackend {
   // planned decode scratch (valid until the next call).
   i64 generate_context() const { return opt_.generate_context; }
   const float* decode(int seq, const std::int32_t* tokens, i64 n, i64 pos) {
-    if (idx_.b_kv < 0)
-      throw Error("generation needs a plan with a KV cache: set PlanOptions::generate_context "
-                  "(lvt::Generate<Context>, lvt plan --generate-context N)");
-    if (seq < 0 || seq >= opt_.batch)
-      throw Error("decode: sequence " + std::to_string(seq) + " is outside the planned batch of " +
-                  std::to_string(opt_.batch));
-    if (n <= 0 || pos < 0 || pos + n > opt_.generate_context)
-      throw Error("decode: positions " + std::to_string(pos) + ".." + std::to_string(pos + n - 1) +
-                  " do not fit the KV cache of generate_context " +
-                  std::to_string(opt_.generate_context) + " tokens");
+    check_decode(idx_.b_kv >= 0, opt_, seq, n, pos);
     check_tokens(tokens, n, store_.vocab);
     ops::parallel::set_threads(threads_);
     const plan::GenerateWork gw = plan::generate_work(store_, opt_);

@@ -74,6 +74,21 @@ inline void check_tokens(const std::int32_t* tokens, i64 n, i64 vocab) {
 // Positions [batch * seq] of packed rows, checked on the host before a step (RoPE reads its
 // table at them, attention skips keys by them): a row starts at 0, and every later position is
 // 0 (the next example starts) or the previous one + 1.
+// A decode call's arguments (both backends): a plan with a KV cache, `seq` inside the batch,
+// positions pos .. pos + n - 1 inside generate_context.
+inline void check_decode(bool has_kv_cache, const PlanOptions& o, int seq, i64 n, i64 pos) {
+  if (!has_kv_cache)
+    throw Error("generation needs a plan with a KV cache: set PlanOptions::generate_context "
+                "(lvt::Generate<Context>, lvt plan --generate-context N)");
+  if (seq < 0 || seq >= o.batch)
+    throw Error("decode: sequence " + std::to_string(seq) + " is outside the planned batch of " +
+                std::to_string(o.batch));
+  if (n <= 0 || pos < 0 || pos + n > o.generate_context)
+    throw Error("decode: positions " + std::to_string(pos) + ".." + std::to_string(pos + n - 1) +
+                " do not fit the KV cache of generate_context " +
+                std::to_string(o.generate_context) + " tokens");
+}
+
 inline void check_positions(const std::int32_t* positions, i64 batch, i64 seq) {
   for (i64 b = 0; b < batch; ++b)
     for (i64 t = 0; t < seq; ++t) {
