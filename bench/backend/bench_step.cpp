@@ -13,10 +13,11 @@
 // LVT_BENCH_PROFILE=1 adds per-op milliseconds per step ("ms ..." counters).
 //   ninja -C build-host bench/bench_backend && ./build-host/bench/bench_backend
 #include <benchmark/benchmark.h>
-#include <sys/resource.h>
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdio>
+#include <cstring>
 #include <cstdlib>
 #include <random>
 #include <string>
@@ -64,6 +65,18 @@ double step_flops(const lvt::ModelConfig& m, const lvt::PlanOptions& o) {
   return m.layers * (fwd + bwd + recompute) + head;
 }
 
+// A field of /proc/self/status in MiB (0 where there is none).
+double resident_mib(const char* field) {
+  std::FILE* f = std::fopen("/proc/self/status", "r");
+  if (!f) return 0;
+  char line[256];
+  double kib = 0;
+  while (std::fgets(line, sizeof line, f))
+    if (std::strncmp(line, field, std::strlen(field)) == 0) kib = std::atof(line + std::strlen(field));
+  std::fclose(f);
+  return kib / 1024.0;
+}
+
 int threads_arg(std::int64_t t) { return t > 0 ? int(t) : lvt::ops::parallel::available(); }
 
 void run_steps(benchmark::State& s, const lvt::ModelConfig& m, lvt::PlanOptions o, int threads,
@@ -104,10 +117,11 @@ void run_steps(benchmark::State& s, const lvt::ModelConfig& m, lvt::PlanOptions 
   s.counters["arena_MiB"] = double(run.backend().plan().summary.arena_bytes) / 1048576.0;
   s.counters["plan_MiB"] = double(run.backend().plan().summary.arena_bytes +
                                   run.backend().plan().summary.pinned_bytes) / 1048576.0;
-  // the process's peak resident set so far: run one benchmark per process to read it per shape
-  rusage ru{};
-  getrusage(RUSAGE_SELF, &ru);
-  s.counters["peak_rss_MiB"] = double(ru.ru_maxrss) / 1024.0;
+  // resident memory right after the steps (the arena, the pinned pool, OpenBLAS's buffers, the
+  // program), and the process's peak so far (which includes init_random_weights' temporaries:
+  // run one benchmark per process to read it per shape)
+  s.counters["rss_MiB"] = resident_mib("VmRSS:");
+  s.counters["peak_rss_MiB"] = resident_mib("VmHWM:");
   s.counters["GFLOP/step"] = step_flops(m, o) / 1e9;
   s.counters["GFLOP/s"] = benchmark::Counter(double(s.iterations()) * step_flops(m, o) / 1e9,
                                              benchmark::Counter::kIsRate);

@@ -15,8 +15,8 @@ involved and nothing but the step is timed.
   python bench/peers/torch_step.py --all --threads 1     # every shape of bench_step.cpp
 
 Prints one JSON object per configuration: tokens/s (mean over the timed steps after one warm-up
-step), ms per step, and the process's peak resident memory (ru_maxrss) so far: run one
-configuration per process for its own peak.
+step), ms per step, the resident memory after the steps and the process's peak so far: run
+one configuration per process for its own peak.
 """
 import argparse
 import json
@@ -119,6 +119,17 @@ class Model(nn.Module):
         return F.cross_entropy(logits.view(-1, c["vocab"]), targets.view(-1))
 
 
+def status_mib(field):
+    """A field of /proc/self/status in MiB (the peak from getrusage elsewhere)."""
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith(field):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
 def run(name, batch, seq, threads, steps):
     torch.set_num_threads(threads)
     torch.manual_seed(3)
@@ -145,7 +156,7 @@ def run(name, batch, seq, threads, steps):
     return {"model": name, "batch": batch, "seq": seq, "threads": threads,
             "tokens_per_s": round(batch * seq / dt, 1), "ms_per_step": round(dt * 1e3, 1),
             "loss": round(loss, 4), "lora_params": sum(p.numel() for p in params),
-            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "rss_mib": status_mib("VmRSS:"), "peak_rss_mib": status_mib("VmHWM:"),
             "torch": torch.__version__}
 
 

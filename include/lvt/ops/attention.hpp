@@ -79,25 +79,33 @@ namespace detail {
 // (ops/vmath.hpp), libm in double (the gradient checks).
 template <class T>
 T softmax_max(const T* x, std::int64_t n) {
-  if constexpr (std::is_same_v<T, float>) return vmath::max_of(x, n);
-  T m = x[0];
-  for (std::int64_t j = 1; j < n; j++) m = x[j] > m ? x[j] : m;
-  return m;
+  if constexpr (std::is_same_v<T, float>) {
+    return vmath::max_of(x, n);
+  } else {
+    T m = x[0];
+    for (std::int64_t j = 1; j < n; j++) m = x[j] > m ? x[j] : m;
+    return m;
+  }
 }
 template <class T>
 double softmax_exp_sum(T* x, std::int64_t n, T shift) {
-  if constexpr (std::is_same_v<T, float>) return vmath::exp_shift_sum(x, n, shift);
-  double sum = 0;
-  for (std::int64_t j = 0; j < n; j++) {
-    x[j] = std::exp(x[j] - shift);
-    sum += double(x[j]);
+  if constexpr (std::is_same_v<T, float>) {
+    return vmath::exp_shift_sum(x, n, shift);
+  } else {
+    double sum = 0;
+    for (std::int64_t j = 0; j < n; j++) {
+      x[j] = std::exp(x[j] - shift);
+      sum += double(x[j]);
+    }
+    return sum;
   }
-  return sum;
 }
 template <class T>
 void softmax_exp(T* x, std::int64_t n, T shift) {
-  if constexpr (std::is_same_v<T, float>) return vmath::exp_shift(x, n, shift);
-  for (std::int64_t j = 0; j < n; j++) x[j] = std::exp(x[j] - shift);
+  if constexpr (std::is_same_v<T, float>)
+    vmath::exp_shift(x, n, shift);
+  else
+    for (std::int64_t j = 0; j < n; j++) x[j] = std::exp(x[j] - shift);
 }
 
 // Scores of query rows [t0, t1) of (b, h) against keys [j0, t1): P[r, j - j0] = exp(s - m_r) /

@@ -66,21 +66,22 @@ inline double row_loss_and_grad(T* logits, std::int64_t vocab, std::int32_t labe
       logits[label] -= scale;
     }
     return lse - double(at_label);
+  } else {
+    T m = logits[0];
+    for (std::int64_t v = 1; v < vocab; v++) m = logits[v] > m ? logits[v] : m;
+    double sum = 0;
+    // exp in T (double: the gradient checks), sums and the loss in double
+    for (std::int64_t v = 0; v < vocab; v++) sum += double(std::exp(logits[v] - m));
+    const double lse = double(m) + std::log(sum);
+    const double loss = lse - double(logits[label]);
+    if (want_grad) {
+      const T lse_t = T(lse);
+      for (std::int64_t v = 0; v < vocab; v++)
+        logits[v] = std::exp(logits[v] - lse_t) * scale;
+      logits[label] -= scale;
+    }
+    return loss;
   }
-  T m = logits[0];
-  for (std::int64_t v = 1; v < vocab; v++) m = logits[v] > m ? logits[v] : m;
-  double sum = 0;
-  // exp in T (expf on the host backend: 32000 per token), sums and the loss in double
-  for (std::int64_t v = 0; v < vocab; v++) sum += double(std::exp(logits[v] - m));
-  const double lse = double(m) + std::log(sum);
-  const double loss = lse - double(logits[label]);
-  if (want_grad) {
-    const T lse_t = T(lse);
-    for (std::int64_t v = 0; v < vocab; v++)
-      logits[v] = std::exp(logits[v] - lse_t) * scale;
-    logits[label] -= scale;
-  }
-  return loss;
 }
 
 // dhidden may be null (evaluation: loss only). scratch: scratch_elems(chunk_tokens, vocab, dim).
