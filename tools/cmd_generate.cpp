@@ -127,9 +127,9 @@ int lvt_cmd_generate(int argc, char** argv) {
   if (a.has("--tokenizer")) {
     if (!text::is_gguf_file(tok_dir) && !text::is_tokenizer_source(tok_dir))  // a .gguf says what it lacks
       throw Error("--tokenizer '" + a.get("--tokenizer") + "': no tokenizer.json there (a folder or a .gguf file)");
-    tok = text::Tokenizer::from_pretrained(tok_dir);
+    tok = text::load_tokenizer(tok_dir);
   } else if (!tok_dir.empty() && text::is_tokenizer_source(tok_dir)) {
-    tok = text::Tokenizer::from_pretrained(tok_dir);
+    tok = text::load_tokenizer(tok_dir);
   }
   if (!tok && !a.has("--prompt-ids"))
     throw Error(std::string(a.has("--chat") ? "--chat" : "--prompt") +
@@ -143,7 +143,7 @@ int lvt_cmd_generate(int argc, char** argv) {
   } else if (a.has("--prompt")) {
     prompt = tok->encode(a.get("--prompt"), true);
   } else if (text::is_gguf_file(tok_dir)) {
-    const text::ChatTemplate t = text::ChatTemplate::from_gguf(tok_dir);  // tokenizer.chat_template
+    const text::ChatTemplate t = text::chat_template_from_gguf(tok_dir);  // tokenizer.chat_template
     const std::vector<text::Message> chat = {{"user", a.get("--chat")}};
     prompt = tok->encode(t.render(chat, true), false);
   } else {

@@ -57,7 +57,7 @@ int lvt_cmd_tokenize(int argc, char** argv) {
   const std::filesystem::path dir = a.get("--tokenizer");
   if (!text::is_gguf_file(dir) && !text::is_tokenizer_source(dir))  // a .gguf says what it lacks
     throw Error("--tokenizer '" + dir.string() + "': no tokenizer.json there (a folder or a .gguf file)");
-  const text::Tokenizer tok = text::Tokenizer::from_pretrained(dir);
+  const text::Tokenizer tok = text::load_tokenizer(dir);
   std::unique_ptr<text::ChatTemplate> tmpl;
   if (chat) {
     text::DataOptions o;

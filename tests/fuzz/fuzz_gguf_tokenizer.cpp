@@ -8,8 +8,7 @@
 #include <cstring>
 #include <vector>
 
-#include "lvt/text/chat_template.hpp"
-#include "lvt/text/tokenizer.hpp"
+#include "lvt/text/gguf_tokenizer.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   std::vector<std::byte> buf(size);  // an exact-size heap copy: ASan sees reads past the end
@@ -18,10 +17,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     const lvt::io::GgufHeader h = lvt::io::parse_gguf(buf, "fuzz.gguf");
     try {
       const auto info = lvt::text::gguf_chat_info(h, "fuzz.gguf");
-      if (info.chat_template) (void)lvt::text::ChatTemplate::from_gguf(h, "fuzz.gguf");
+      if (info.chat_template) (void)lvt::text::chat_template_from_gguf(h, "fuzz.gguf");
     } catch (const lvt::Error&) {
     }
-    const lvt::text::Tokenizer t = lvt::text::Tokenizer::from_gguf(h, "fuzz.gguf");
+    const lvt::text::Tokenizer t = lvt::text::tokenizer_from_gguf(h, "fuzz.gguf");
     for (const char* s : {"Hello, world! 123 <s> caf\xc3\xa9 \xe4\xbd\xa0\xe5\xa5\xbd  \n", "  42\t<|im_start|>x", ""}) {
       const auto ids = t.encode(s, true);
       (void)t.decode(ids, false);

@@ -19,8 +19,7 @@
 #include <unistd.h>
 
 #include "gguf_from_folder.hpp"
-#include "lvt/text/chat_template.hpp"
-#include "lvt/text/tokenizer.hpp"
+#include "lvt/text/gguf_tokenizer.hpp"
 
 namespace fs = std::filesystem;
 using lvt::Error;
@@ -205,15 +204,15 @@ Tally check_case(const std::string& name) {
   CHECK_MESSAGE(opt_eq(spec.unk_token, sp["unk_token"]), name);
   CHECK_MESSAGE(opt_eq(spec.pad_token, sp["pad_token"]), name);
   if (g["template"].is_null()) {
-    CHECK_THROWS_WITH(lvt::text::ChatTemplate::from_gguf(h, source),
+    CHECK_THROWS_WITH(lvt::text::chat_template_from_gguf(h, source),
                       doctest::Contains("no tokenizer.chat_template"));
   } else {
-    const auto tmpl = lvt::text::ChatTemplate::from_gguf(h, source);
+    const auto tmpl = lvt::text::chat_template_from_gguf(h, source);
     CHECK(tmpl.source() == g["template"].get<std::string>());
   }
 
   // Every corpus string, token for token, and decoded.
-  const Tokenizer tok = Tokenizer::from_gguf(h, source);
+  const Tokenizer tok = lvt::text::tokenizer_from_gguf(h, source);
   if (spec.bos_token) CHECK(tok.bos_id() == tok.token_to_id(*spec.bos_token));
   if (spec.eos_token) CHECK(tok.eos_id() == tok.token_to_id(*spec.eos_token));
   const auto strings = corpus();
@@ -324,7 +323,7 @@ void erase_key(std::vector<std::pair<std::string, GgufValue>>& kv, const std::st
 }
 std::string error_of(const std::vector<std::byte>& image) {
   try {
-    (void)Tokenizer::from_gguf(lvt::io::parse_gguf(image, "t.gguf"), "t.gguf");
+    (void)lvt::text::tokenizer_from_gguf(lvt::io::parse_gguf(image, "t.gguf"), "t.gguf");
   } catch (const Error& e) {
     return e.what();
   }
@@ -392,11 +391,11 @@ TEST_CASE("gguf tokenizer bad input: each error names the file and the key") {
     std::ofstream f(dir / "t.gguf", std::ios::binary);
     f.write(reinterpret_cast<const char*>(image.data()), std::streamsize(image.size()));
   }
-  const Tokenizer a = Tokenizer::from_pretrained(dir / "t.gguf");
-  const Tokenizer b = Tokenizer::from_pretrained(kText / "tokenizers" / "smollm2_style");
+  const Tokenizer a = lvt::text::load_tokenizer(dir / "t.gguf");
+  const Tokenizer b = lvt::text::load_tokenizer(kText / "tokenizers" / "smollm2_style");
   CHECK(a.encode("Hello world 123") == b.encode("Hello world 123", false));
   CHECK(a.vocab_size() == 1000);
-  CHECK_THROWS_WITH(lvt::text::ChatTemplate::from_gguf(dir / "t.gguf"), doctest::Contains("t.gguf: no tokenizer.chat_template"));
+  CHECK_THROWS_WITH(lvt::text::chat_template_from_gguf(dir / "t.gguf"), doctest::Contains("t.gguf: no tokenizer.chat_template"));
   fs::remove_all(dir);
 }
 

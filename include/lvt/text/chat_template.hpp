@@ -4,7 +4,6 @@
 // reasoning aliased to reasoning_content and thinking), tools and documents (none unless given),
 // add_generation_prompt, the named special tokens, then any extra variables, which win; globals
 // raise_exception, strftime_now, namespace, dict and a tojson that keeps non-ASCII as is.
-#include <lvt/text/gguf_tokenizer.hpp>
 #include <lvt/text/jinja.hpp>
 
 #include <nlohmann/json.hpp>
@@ -97,21 +96,6 @@ class ChatTemplate {
     try {
       return ChatTemplate(std::move(source), std::move(special), std::move(tool_use));
     } catch (const Error& e) { throw Error(path + ": " + e.what()); }
-  }
-
-  // A GGUF file's tokenizer.chat_template, with the special tokens of its metadata
-  // (text/gguf_tokenizer.hpp, gguf_chat_info). Named templates (tokenizer.chat_template.NAME)
-  // are not read, as transformers does not read them.
-  static ChatTemplate from_gguf(const io::GgufHeader& h, const std::string& source) {
-    GgufChatInfo info = gguf_chat_info(h, source);
-    if (!info.chat_template) throw Error(source + ": no tokenizer.chat_template in the GGUF metadata");
-    try {
-      return ChatTemplate(std::move(*info.chat_template), std::move(info.special_tokens));
-    } catch (const Error& e) { throw Error(source + ": tokenizer.chat_template: " + e.what()); }
-  }
-  static ChatTemplate from_gguf(const std::filesystem::path& file) {
-    const io::GgufFile f(file);
-    return from_gguf(f.header(), file.string());
   }
 
   void set_clock(Clock clock) { clock_ = std::move(clock); }

@@ -28,6 +28,10 @@
 // transformers' GPT2Tokenizer also adds "<|endoftext|>" past the vocabulary when the file lacks
 // it; lvt adds no token the file does not have.
 //
+// Entry points: tokenizer_from_gguf(file), load_tokenizer(folder or .gguf), chat_template_from_gguf,
+// gguf_tokenizer_spec (the tokenizer.json object), write_gguf_tokenizer_folder. A header of its
+// own so that tokenizer.hpp's users do not compile the GGUF code.
+//
 // Every error names the file and the key: an unknown tokenizer.ggml.model or pre, a missing or
 // mistyped key, an id outside the vocabulary, a merge that is not two tokens of the vocabulary.
 #include <algorithm>
@@ -42,7 +46,9 @@
 #include "lvt/error.hpp"
 #include "lvt/io/gguf.hpp"
 #include "lvt/text/byte_level.hpp"
+#include "lvt/text/chat_template.hpp"
 #include "lvt/text/json_path.hpp"
+#include "lvt/text/tokenizer.hpp"
 #include "lvt/text/unicode.hpp"
 
 namespace lvt::text {
@@ -508,6 +514,39 @@ inline void write_gguf_tokenizer_folder(const GgufTokenizerSpec& s, const std::f
 // True for a path that names a .gguf file (the tokenizer and model loaders dispatch on it).
 inline bool is_gguf_file(const std::filesystem::path& p) {
   return p.extension() == ".gguf" && std::filesystem::is_regular_file(p);
+}
+
+// The tokenizer of a GGUF file's metadata, as transformers 5.23's
+// AutoTokenizer.from_pretrained(dir, gguf_file=...) builds it (with the keys above honored).
+inline Tokenizer tokenizer_from_gguf(const io::GgufHeader& h, const std::string& source) {
+  const GgufTokenizerSpec spec = gguf_tokenizer_spec(h, source);
+  return Tokenizer::from_json_object(spec.tokenizer_json, source + " (tokenizer metadata)", spec.bos_token,
+                                     spec.eos_token);
+}
+inline Tokenizer tokenizer_from_gguf(const std::filesystem::path& file) {
+  const io::GgufFile f(file);
+  return tokenizer_from_gguf(f.header(), file.string());
+}
+
+// Tokenizer::from_dir for a folder, tokenizer_from_gguf for a .gguf file.
+inline Tokenizer load_tokenizer(const std::filesystem::path& path) {
+  return is_gguf_file(path) ? tokenizer_from_gguf(path) : Tokenizer::from_dir(path);
+}
+
+// A GGUF file's tokenizer.chat_template with the special tokens of its metadata (gguf_chat_info).
+// Named templates (tokenizer.chat_template.NAME) are not read, as transformers does not read them.
+inline ChatTemplate chat_template_from_gguf(const io::GgufHeader& h, const std::string& source) {
+  GgufChatInfo info = gguf_chat_info(h, source);
+  if (!info.chat_template) throw Error(source + ": no tokenizer.chat_template in the GGUF metadata");
+  try {
+    return ChatTemplate(std::move(*info.chat_template), std::move(info.special_tokens));
+  } catch (const Error& e) {
+    throw Error(source + ": tokenizer.chat_template: " + e.what());
+  }
+}
+inline ChatTemplate chat_template_from_gguf(const std::filesystem::path& file) {
+  const io::GgufFile f(file);
+  return chat_template_from_gguf(f.header(), file.string());
 }
 
 }  // namespace lvt::text

@@ -1,7 +1,8 @@
 #pragma once
 // A Hugging Face tokenizer.json (+ tokenizer_config.json) that encodes and decodes as the Rust
-// `tokenizers` library does, with transformers' add_bos_token / add_eos_token on top; or the
-// tokenizer a GGUF file's metadata describes, built into the same types (text/gguf_tokenizer.hpp).
+// `tokenizers` library does, with transformers' add_bos_token / add_eos_token on top. The
+// tokenizer of a GGUF file's metadata is built into the same types by text/gguf_tokenizer.hpp
+// (tokenizer_from_gguf, load_tokenizer), kept out of this header for its users' compile time.
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
@@ -16,7 +17,6 @@
 #include "lvt/text/added_vocabulary.hpp"
 #include "lvt/text/bpe.hpp"
 #include "lvt/text/decoder.hpp"
-#include "lvt/text/gguf_tokenizer.hpp"
 #include "lvt/text/json_path.hpp"
 #include "lvt/text/normalizer.hpp"
 #include "lvt/text/post_processor.hpp"
@@ -41,22 +41,14 @@ class Tokenizer {
     return t;
   }
 
-  // A tokenizer folder, or a .gguf file (its tokenizer metadata).
-  static Tokenizer from_pretrained(const std::filesystem::path& path) {
-    return is_gguf_file(path) ? from_gguf(path) : from_dir(path);
-  }
-
-  // The tokenizer of a GGUF file's metadata, as transformers 5.23's
-  // AutoTokenizer.from_pretrained(dir, gguf_file=...) builds it (text/gguf_tokenizer.hpp).
-  static Tokenizer from_gguf(const std::filesystem::path& file) {
-    const io::GgufFile f(file);
-    return from_gguf(f.header(), file.string());
-  }
-  static Tokenizer from_gguf(const io::GgufHeader& h, const std::string& source) {
-    const GgufTokenizerSpec spec = gguf_tokenizer_spec(h, source);
-    Tokenizer t(spec.tokenizer_json, source + " (tokenizer metadata)");
-    if (spec.bos_token) t.bos_id_ = t.token_to_id(*spec.bos_token);
-    if (spec.eos_token) t.eos_id_ = t.token_to_id(*spec.eos_token);
+  // From a tokenizer.json object built in memory (text/gguf_tokenizer.hpp builds one from a GGUF
+  // file's metadata); bos / eos name tokens as tokenizer_config.json's bos_token would.
+  static Tokenizer from_json_object(const Json& root, const std::string& name,
+                                    const std::optional<std::string>& bos_token = {},
+                                    const std::optional<std::string>& eos_token = {}) {
+    Tokenizer t(root, name);
+    if (bos_token) t.bos_id_ = t.token_to_id(*bos_token);
+    if (eos_token) t.eos_id_ = t.token_to_id(*eos_token);
     return t;
   }
 

@@ -21,6 +21,7 @@
 
 #include "lvt/io/examples.hpp"
 #include "lvt/text/examples.hpp"
+#include "lvt/text/gguf_tokenizer.hpp"
 
 namespace lvt::text {
 
@@ -87,7 +88,7 @@ inline std::unique_ptr<ChatTemplate> load_chat_template(const std::filesystem::p
   }
   if (gguf) {
     if (!gguf_chat_info(gguf_file->header(), tokenizer_dir.string()).chat_template) return nullptr;
-    return std::make_unique<ChatTemplate>(ChatTemplate::from_gguf(gguf_file->header(), tokenizer_dir.string()));
+    return std::make_unique<ChatTemplate>(chat_template_from_gguf(gguf_file->header(), tokenizer_dir.string()));
   }
   if (!fs::exists(config)) return nullptr;
   const OrderedJson cfg = OrderedJson::parse(read_file_bytes(config), nullptr, false);
@@ -214,7 +215,7 @@ inline LoadedExamples load_examples(const std::filesystem::path& data, const std
     }
     out.note = "cache " + cache.string() + ": " + why;
   }
-  const Tokenizer tok = Tokenizer::from_pretrained(tokenizer_dir);
+  const Tokenizer tok = load_tokenizer(tokenizer_dir);
   const std::unique_ptr<ChatTemplate> chat = load_chat_template(tokenizer_dir, opts);
   const bool tty = log && ::isatty(::fileno(log));
   double last_line_s = 0;
