@@ -19,8 +19,7 @@
 #include "lvt/io/bnb4bit.hpp"
 #include "lvt/io/checkpoint.hpp"
 #include "lvt/io/examples.hpp"
-#include "lvt/io/gguf_model.hpp"
-#include "lvt/io/hf_model.hpp"
+#include "lvt/io/model_source.hpp"
 #include "lvt/io/peft.hpp"
 #include "lvt/io/tokens.hpp"
 #include "lvt/ops/schedule.hpp"
@@ -109,82 +108,17 @@ class BasicRun {
   }
   static BasicRun from_pretrained(const std::filesystem::path& dir, const PlanOptions& options,
                                   const ModelConfig* expected, const RunOptions& run) {
-    if (dir.extension() == ".gguf" && std::filesystem::is_regular_file(dir)) {
-      const io::GgufModel g(dir, expected);
-      BasicRun r(g.config(), options, run);
-      r.base_model_ = dir.string();
-      g.for_each_weight([&](const io::WeightSlot& s, std::span<const float> v) {
-        r.set_weight(s, v.data());
-      });
-      return r;
-    }
-    if (is_bnb4bit_folder(dir)) return from_bnb4bit(dir, options, expected, run);
-    const io::HfModel hf(dir, expected);
-    BasicRun r(hf.config(), options, run);
-    r.base_model_ = dir.string();
-    hf.for_each_weight([&](const io::WeightSlot& s, std::span<const float> v) {
-      r.set_weight(s, v.data());
-    });
-    return r;
-  }
-
-  static bool is_bnb4bit_folder(const std::filesystem::path& dir) {
-    std::ifstream f(dir / "config.json", std::ios::binary);
-    if (!f) return false;
-    const nlohmann::json j = nlohmann::json::parse(f, nullptr, false);
-    if (j.is_discarded() || !j.is_object() || !j.contains("quantization_config")) return false;
-    const nlohmann::json& q = j["quantization_config"];
-    return q.is_object() && q.value("quant_method", std::string()) == "bitsandbytes" &&
-           q.value("load_in_4bit", false);
-  }
-
-  static BasicRun from_bnb4bit(const std::filesystem::path& dir, const PlanOptions& options,
-                               const ModelConfig* expected, const RunOptions& run) {
-    const std::filesystem::path cfg_path = dir / "config.json";
-    const ModelConfig cfg = io::read_hf_config(cfg_path);
-    if (expected) {
-      const std::string diff = io::config_mismatch(*expected, cfg);
-      if (!diff.empty()) throw Error(cfg_path.string() + ": " + diff);
-    }
-    const io::SafetensorsSet set = io::SafetensorsSet::open_dir(dir);
-    BasicRun r(cfg, options, run);
+    const io::ModelSource src(dir, expected);
+    BasicRun r(src.config(), options, run);
     r.base_model_ = dir.string();
     r.bit_exact_weights_ = 0;
-    std::vector<float> buf;
-    for (const io::WeightSlot& s : io::weight_slots(cfg)) {
-      std::string name = s.name;
-      std::int64_t row0 = 0;
-      std::vector<std::int64_t> fused_shape;
-      const bool fused = io::fused_source(cfg, s, name, row0, fused_shape);
-      buf.resize(std::size_t(s.numel()));
-      if (io::target_index(s.kind) >= 0 && !io::bnb::quantized_weights_named(set, name).empty()) {
-        const io::bnb::LoadedWeight w = io::bnb::read_quant4(set, name);
-        const std::int64_t want = fused ? fused_shape[0] * fused_shape[1] : s.numel();
-        if (w.q.n != want)
-          throw Error((dir / name).string() + ": quant state declares " + std::to_string(w.q.n) +
-                      " elements, the model needs " + std::to_string(want));
-        if (!fused && r.b_->set_projection_quant4(s.layer, io::target_index(s.kind), w.q)) {
-          ++r.bit_exact_weights_;
-          continue;
-        }
-        std::vector<float> all(static_cast<std::size_t>(w.q.n));
-        quant::dequantize4(w.q, all.data());
-        std::copy_n(all.data() + row0 * s.shape.back(), s.numel(), buf.data());
-      } else {
-        const io::SafetensorsSet::Ref* ref = set.find(name);
-        if (!ref) throw Error(dir.string() + ": tensor '" + name + "' is missing");
-        const std::int64_t row_elems = ref->info->shape.size() == 2 ? ref->info->shape[1] : 1;
-        const auto bytes = ref->file->bytes(*ref->info);
-        const std::size_t eb = std::size_t(io::st_dtype_bytes(ref->info->dtype));
-        if (std::int64_t(bytes.size() / eb) < (row0 * row_elems + s.numel()))
-          throw Error(ref->file->path().string() + ": tensor '" + name + "' is too small for '" +
-                      s.name + "'");
-        io::convert_to_float(ref->info->dtype, bytes.data() + std::size_t(row0 * row_elems) * eb,
-                             std::size_t(s.numel()), buf.data(),
-                             ref->file->path().string() + ": tensor '" + name + "'");
-      }
-      r.set_weight(s, buf.data());
-    }
+    src.for_each_weight(
+        [&](const io::WeightSlot& s, std::span<const float> v) { r.set_weight(s, v.data()); },
+        [&](const io::WeightSlot& s, const quant::Quant4& q) {
+          const bool kept = r.b_->set_projection_quant4(s.layer, io::target_index(s.kind), q);
+          r.bit_exact_weights_ += kept;
+          return kept;
+        });
     return r;
   }
 

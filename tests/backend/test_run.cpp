@@ -306,6 +306,32 @@ TEST_CASE("from_pretrained: a Hugging Face folder and the bnb-4bit folder lvt qu
   Run b = Run::from_pretrained(q, o, &bytes_model);
   CHECK(b.bit_exact_weights() == 2 * 7);
   CHECK(b.evaluate(data, 4) == loss_hf);
+  // The one door (io::ModelSource): each format detected; a bnb folder's projections offered
+  // as stored, and as floats (dequantized) when the visitor declines them; other tensors as floats.
+  {
+    CHECK(io::ModelSource(hf).format() == io::ModelSource::Format::hf);
+    const io::ModelSource src(q, &bytes_model);
+    CHECK(src.format() == io::ModelSource::Format::bnb4bit);
+    int offered = 0, floats = 0, projections_as_floats = 0;
+    std::vector<float> stored;  // the offered 4-bit weight, dequantized
+    src.for_each_weight(
+        [&](const io::WeightSlot& s, std::span<const float> v) {
+          ++floats;
+          if (io::target_index(s.kind) < 0) return;
+          ++projections_as_floats;
+          CHECK(std::equal(v.begin(), v.end(), stored.begin(), stored.end()));
+        },
+        [&](const io::WeightSlot& s, const quant::Quant4& q4) {
+          ++offered;
+          CHECK(q4.n == s.numel());
+          stored.resize(std::size_t(q4.n));
+          quant::dequantize4(q4, stored.data());
+          return false;
+        });
+    CHECK(offered == 2 * 7);
+    CHECK(projections_as_floats == 2 * 7);
+    CHECK(floats == int(io::weight_slots(bytes_model).size()));
+  }
 
   // A description that disagrees with config.json names the field.
   ModelConfig other = bytes_model;
