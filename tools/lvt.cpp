@@ -1,4 +1,4 @@
-// `lvt`: plan, quantize, train, eval, merge, tokenize, generate. Each subcommand is its own file
+// `lvt`: plan, quantize, train, eval, merge, export-gguf, tokenize, generate. Each subcommand is its own file
 // (cmd_*.cpp).
 #include <cstdio>
 #include <cstring>
@@ -11,6 +11,7 @@ int lvt_cmd_quantize(int argc, char** argv);
 int lvt_cmd_train(int argc, char** argv);
 int lvt_cmd_eval(int argc, char** argv);
 int lvt_cmd_merge(int argc, char** argv);
+int lvt_cmd_export_gguf(int argc, char** argv);
 int lvt_cmd_tokenize(int argc, char** argv);
 int lvt_cmd_generate(int argc, char** argv);
 
@@ -34,7 +35,8 @@ constexpr Cmd cmds[] = {
     {"eval", lvt_cmd_eval, "mean token loss over a token file"},
 #endif
 #ifdef LVT_HAVE_CMD_MERGE
-    {"merge", lvt_cmd_merge, "merge a PEFT adapter into its base model (bf16 folder)"},
+    {"merge", lvt_cmd_merge, "merge a PEFT adapter into its base model (bf16 folder, or one .gguf with --gguf)"},
+    {"export-gguf", lvt_cmd_export_gguf, "write a model as one llama GGUF file (f16, bf16, q8_0, q4_0)"},
 #endif
 #ifdef LVT_HAVE_CMD_TOKENIZE
     {"tokenize", lvt_cmd_tokenize, "encode / decode JSON lines with a tokenizer folder, render chats"},
@@ -46,7 +48,7 @@ constexpr Cmd cmds[] = {
 
 int usage(std::FILE* f) {
   std::fprintf(f, "usage: lvt COMMAND [options]   (lvt COMMAND --help for its options)\n\ncommands:\n");
-  for (const auto& c : cmds) std::fprintf(f, "  %-9s %s\n", c.name, c.help);
+  for (const auto& c : cmds) std::fprintf(f, "  %-11s %s\n", c.name, c.help);
   return f == stderr ? 2 : 0;
 }
 }  // namespace

@@ -148,7 +148,7 @@ inline ModelConfig load_model(const std::string& v) {
   fs::path path(v);
   if (path.extension() == ".gguf" && fs::is_regular_file(path)) {
     const io::GgufFile f(path);
-    return io::gguf_llama_config(f.header(), path.string());
+    return io::gguf_llama_config(f.header(), path.string(), f.image());
   }
   if (fs::is_directory(path)) path /= "config.json";
   if (!fs::exists(path)) {

@@ -3,7 +3,8 @@
 # random-weight llama GGUF with a byte-level tokenizer and a chat template in its metadata
 # (tests/cli/make_tiny_gguf.cpp) through plan, tokenize, generate, train and eval on JSONL
 # examples (the GGUF's tokenizer and chat template), merge (a Hugging Face folder with config.json
-# and tokenizer files from the metadata, which loads back to the same losses), and the errors.
+# and tokenizer files from the metadata, which loads back to the same losses), export-gguf and
+# merge --gguf (one .gguf that reads back as the same model, tokenizer and losses), and the errors.
 # usage: test_cli_gguf.sh LVT MAKE_TINY_GGUF SOURCE_ROOT
 set -u
 lvt=$1
@@ -97,6 +98,39 @@ cmp -s "$tmp/c1.jsonl" "$tmp/c3.jsonl" && echo "ok: the merged folder has the .g
 
 # 6. quantize has nothing to do for a .gguf: a clear error.
 expect 1 "a .gguf model needs no such step" -- quantize "$g" "$tmp/q"
+
+# 7. GGUF out: export-gguf and merge --gguf write one llama .gguf that lvt reads back as the
+#    same model (plan), the same tokenizer, and the merged losses.
+expect 0 "wrote $tmp/q8.gguf: 20 tensors" -- export-gguf --model "$g" --out "$tmp/q8.gguf" --type q8_0
+expect 0 "model: llama, 2 layers, hidden 64, heads 4/2, ffn 96, vocab 1000" -- plan --model "$tmp/q8.gguf" --seq 64
+"$lvt" export-gguf --model "$g" --out "$tmp/q8.gguf" 2>"$tmp/err" >/dev/null
+grep -q "^\[20/20\] output_norm.weight F32" "$tmp/err" && echo "ok: progress on stderr" || fail "no progress lines: $(tail -2 "$tmp/err")"
+"$lvt" tokenize --tokenizer "$tmp/q8.gguf" <"$tmp/texts.jsonl" >"$tmp/q8.jsonl"
+cmp -s "$tmp/a.jsonl" "$tmp/q8.jsonl" && echo "ok: the exported .gguf tokenizes as its base" || fail "exported tokenizer differs"
+expect 0 "LoRA pairs" -- merge --model "$g" --adapter "$tmp/adapter" --gguf "$tmp/merged.gguf" --type f32
+e3=$("$lvt" eval --model "$tmp/merged.gguf" --seq 64 --batch 2 --quant none --data "$tmp/train.jsonl" --json 2>/dev/null)
+loss3=$(sed -n 's/.*"loss": *\([0-9.eE+-]*\).*/\1/p' <<<"$e3")
+awk -v a="$loss1" -v b="$loss3" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(a > 0 && d < 1e-3 * a) }' &&
+  echo "ok: merge --gguf (f32) loss $loss3 = .gguf + adapter loss $loss1" || fail "merge --gguf loss '$loss3' vs '$loss1'"
+"$lvt" tokenize --tokenizer "$tmp/merged.gguf" --chat --add-generation-prompt <"$tmp/chat.jsonl" >"$tmp/c4.jsonl"
+cmp -s "$tmp/c1.jsonl" "$tmp/c4.jsonl" && echo "ok: merge --gguf keeps the chat template" || fail "merged .gguf chat template differs"
+#    From a Hugging Face folder (the merged one: tokenizer.json from the .gguf's metadata).
+expect 0 "tokenizer metadata from $tmp/merged/tokenizer.json" -- export-gguf --model "$tmp/merged" --out "$tmp/fromdir.gguf" --type bf16
+"$lvt" tokenize --tokenizer "$tmp/fromdir.gguf" <"$tmp/texts.jsonl" >"$tmp/f.jsonl"
+cmp -s "$tmp/a.jsonl" "$tmp/f.jsonl" && echo "ok: a folder's tokenizer.json as GGUF metadata tokenizes the same" || fail "folder -> gguf tokenizer differs"
+e4=$("$lvt" eval --model "$tmp/fromdir.gguf" --seq 64 --batch 2 --quant none --data "$tmp/train.jsonl" --json 2>/dev/null)
+loss4=$(sed -n 's/.*"loss": *\([0-9.eE+-]*\).*/\1/p' <<<"$e4")
+awk -v a="$loss2" -v b="$loss4" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(a > 0 && d < 1e-4 * a) }' &&
+  echo "ok: the bf16 folder as a bf16 .gguf: loss $loss4 = $loss2" || fail "fromdir loss '$loss4' vs '$loss2'"
+#    Errors, each naming the flag or file; no partial output.
+expect 1 "--type: unknown GGUF type 'q5_k' (lvt writes f32, f16, bf16, q8_0, q4_0)" -- export-gguf --model "$g" --out "$tmp/x.gguf" --type q5_k
+expect 1 "--gguf and --out: give one" -- merge --model "$g" --adapter "$tmp/adapter" --gguf "$tmp/x.gguf" --out "$tmp/y"
+expect 1 "--type applies to --gguf" -- merge --model "$g" --adapter "$tmp/adapter" --out "$tmp/y" --type q8_0
+expect 1 "$tmp/nodir/x.gguf: cannot create the file" -- export-gguf --model "$g" --out "$tmp/nodir/x.gguf"
+expect 1 "--out $g: must differ from --model" -- export-gguf --model "$g" --out "$g"
+expect 1 "--model $tmp/none: not a Hugging Face folder or a .gguf file" -- export-gguf --model "$tmp/none" --out "$tmp/x.gguf"
+expect 1 "--model and --out are required" -- export-gguf --model "$g"
+[ ! -e "$tmp/x.gguf" ] && [ ! -e "$tmp/y" ] && echo "ok: no output left by the failures" || fail "a failed command left output"
 
 [ "$fails" = 0 ] || { echo "$fails check(s) failed"; exit 1; }
 echo "all .gguf CLI checks passed"

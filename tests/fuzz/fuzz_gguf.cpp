@@ -28,7 +28,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       }
     }
     try {
-      const lvt::ModelConfig c = lvt::io::gguf_llama_config(h, "fuzz.gguf");
+      const lvt::ModelConfig c = lvt::io::gguf_llama_config(h, "fuzz.gguf", buf);
       sum += std::uint64_t(c.layers);
     } catch (const lvt::Error&) {
     }

@@ -614,7 +614,10 @@ TEST_CASE("gguf llama bad input: keys, tensors and shapes named") {
   CHECK(contains(open(md, extra), "tensor 'blk.0.attn_q.bias' is not part of lvt's llama block"));
   auto rope = ts;
   rope.push_back({"rope_freqs.weight", GgmlType::F32, {8}, std::vector<std::byte>(32)});
-  CHECK(contains(open(md, rope), "tensor 'rope_freqs.weight': per-dimension RoPE factors"));
+  CHECK(contains(open(md, rope), "tensor 'rope_freqs.weight': factor 0 is 0.000000 (RoPE factors are positive)"));
+  rope.back().ne = {4};
+  rope.back().bytes.resize(16);
+  CHECK(contains(open(md, rope), "tensor 'rope_freqs.weight': 4 factors, the rotary dimension"));
   auto swapped = ts;  // [out, in] written without reversing: ne {out, in}
   for (auto& t : swapped)
     if (t.name == "blk.0.ffn_down.weight") t.ne = {64, 96};

@@ -408,3 +408,55 @@ int main(int argc, char** argv) {
   }
   return rc;
 }
+
+TEST_CASE("gguf tokenizer writing: a folder's tokenizer as GGUF metadata reads back with the folder's ids") {
+  // The GGUF writer's path (lvt export-gguf / merge --gguf from a folder): model and pre named from
+  // tokenizer.json, the converter's metadata, and the reader's tokenizer checked on a probe text.
+  const std::vector<std::string> texts = {
+      "Hello world, 12345 and  42 apples.", "<|im_start|>user\nHi<|im_end|>", "x  42\n\n  7 tabs\tand spaces   ",
+      "Caf\xC3\xA9 na\xC3\xAFve \xE6\x97\xA5\xE6\x9C\xAC\xE8\xAA\x9E \xF0\x9F\xA6\x99 I'll we've THEY'RE"};
+  struct Case {
+    const char* folder;
+    const char* model;
+    const char* pre;
+  };
+  for (const Case& k : {Case{"smollm2_style", "gpt2", "smollm"}, Case{"llama3_style", "gpt2", "llama-bpe"},
+                        Case{"metaspace_byte_fallback", "llama", ""}}) {
+    CAPTURE(k.folder);
+    const fs::path dir = kText / "tokenizers" / k.folder;
+    const auto o = lvt::text::gguf_tokenizer_options(dir);
+    CHECK(o.model == k.model);
+    if (o.model == "gpt2") CHECK(o.pre == k.pre);
+    const auto kv = lvt::text::gguf_tokenizer_metadata_checked(dir, 0);
+    std::vector<std::pair<std::string, GgufValue>> md = {{"general.architecture", GgufValue::str("llama")}};
+    md.insert(md.end(), kv.begin(), kv.end());
+    const auto image = lvt::io::gguf_serialize(md, {});
+    const Tokenizer mine = lvt::text::tokenizer_from_gguf(lvt::io::parse_gguf(image, "t.gguf"), "t.gguf");
+    const Tokenizer theirs = Tokenizer::from_dir(dir);
+    for (const auto& t : texts) {
+      CHECK(mine.encode(t, false) == theirs.encode(t, false));
+      // The llama folder's tokenizer_config.json says add_eos_token, its post-processor does not:
+      // the metadata follows the converter (eos added), the folder's tokenizer.json does not.
+      if (o.model == "gpt2") CHECK(mine.encode(t, true) == theirs.encode(t, true));
+    }
+  }
+  // Folders whose tokenizer no GGUF metadata of lvt's carries: named.
+  auto err = [](const fs::path& dir) {
+    try {
+      (void)lvt::text::gguf_tokenizer_metadata_checked(dir, 0);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("(no error)");
+  };
+  const std::string nfkc = err(kText / "tokenizers" / "digits_nfkc");
+  CAPTURE(nfkc);
+  CHECK(nfkc.find("digits_nfkc/tokenizer.json: field '") != std::string::npos);
+  char tmpl[] = "/tmp/lvt_ggtw_XXXXXX";
+  REQUIRE(::mkdtemp(tmpl) != nullptr);
+  const fs::path d = tmpl;
+  CHECK(err(d).find("tokenizer.json: missing") != std::string::npos);
+  std::ofstream(d / "tokenizer.json") << R"({"model": {"type": "WordPiece", "vocab": {}}})";
+  CHECK(err(d).find("field 'model.type': 'WordPiece' has no GGUF tokenizer lvt writes") != std::string::npos);
+  fs::remove_all(d);
+}

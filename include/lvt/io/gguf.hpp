@@ -1,6 +1,7 @@
 #pragma once
 // GGUF (ggml's model file, versions 2 and 3): a memory-mapped reader that checks every bound,
-// and a small in-memory serializer (tests, and the writer to come).
+// and a writer (GgufWriter: streamed tensor by tensor, atomic; gguf_serialize: in memory) that
+// share one layout function.
 //
 // The format (ggml docs/gguf.md), all little-endian:
 //   "GGUF" u32 version, u64 tensor_count, u64 metadata_kv_count,
@@ -20,6 +21,7 @@
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <set>
 #include <span>
@@ -421,6 +423,7 @@ class GgufFile {
   const GgufHeader& header() const { return header_; }
   const std::vector<GgufTensorInfo>& tensors() const { return header_.tensors; }
   const std::vector<GgufKv>& metadata() const { return header_.metadata; }
+  std::span<const std::byte> image() const { return map_.bytes(); }  // the whole file
   const GgufValue* find_value(std::string_view key) const { return header_.find(key); }
   const GgufTensorInfo* find(std::string_view name) const {
     auto it = index_.find(std::string(name));
@@ -494,17 +497,46 @@ inline void put_value(std::vector<std::byte>& out, const GgufValue& v) {
 
 }  // namespace detail_gguf
 
-// A complete GGUF image: the metadata in the given order, then the tensors, each at the next
-// multiple of the alignment (general.alignment when the metadata holds it, else 32). Tensor
-// bytes must match ne and type.
-inline std::vector<std::byte> gguf_serialize(const std::vector<std::pair<std::string, GgufValue>>& metadata,
-                                             const std::vector<GgufTensorData>& tensors,
-                                             std::uint32_t version = 3) {
-  using namespace detail_gguf;
+// What a tensor info declares: the data's size follows from ne and type.
+struct GgufTensorDecl {
+  std::string name;
+  GgmlType type = GgmlType::F32;
+  std::vector<std::uint64_t> ne;  // ggml order
+
+  std::uint64_t numel() const {
+    std::uint64_t n = 1;
+    for (auto d : ne) n *= d;
+    return n;
+  }
+  std::uint64_t nbytes() const { return ggml_row_bytes(type, numel()); }
+};
+
+// The bytes before the data section (header, metadata in the given order, tensor infos, padding)
+// and where each tensor's data goes: each at the next multiple of the alignment
+// (general.alignment when the metadata holds it, else 32), padded after the last one too, as
+// gguf-py writes it. One layout serves the in-memory serializer and the streaming writer.
+struct GgufLayout {
+  std::vector<std::byte> head;
+  std::vector<std::uint64_t> offsets;  // relative to the data section
+  std::uint64_t data_bytes = 0;        // padding after the last tensor included
   std::uint64_t alignment = gguf_default_alignment;
-  for (const auto& [k, v] : metadata)
-    if (k == "general.alignment" && v.type == GgufValueType::u32 && v.u != 0) alignment = v.u;
-  std::vector<std::byte> out;
+};
+
+inline GgufLayout gguf_layout(const std::vector<std::pair<std::string, GgufValue>>& metadata,
+                              const std::vector<GgufTensorDecl>& tensors, std::uint32_t version = 3,
+                              const std::string& source = "gguf writer") {
+  using namespace detail_gguf;
+  GgufLayout l;
+  std::set<std::string> keys, names;
+  for (const auto& [k, v] : metadata) {
+    if (!keys.insert(k).second) throw Error(source + ": metadata key '" + k + "' given twice");
+    if (k == "general.alignment") {
+      if (v.type != GgufValueType::u32 || v.u == 0 || (v.u & (v.u - 1)) != 0)
+        throw Error(source + ": general.alignment must be a uint32 power of two");
+      l.alignment = v.u;
+    }
+  }
+  std::vector<std::byte>& out = l.head;
   put(out, gguf_magic, 4);
   put(out, version, 4);
   put(out, tensors.size(), 8);
@@ -515,38 +547,171 @@ inline std::vector<std::byte> gguf_serialize(const std::vector<std::pair<std::st
     put_value(out, v);
   }
   std::uint64_t at = 0;
-  std::vector<std::uint64_t> offsets;
   for (const auto& t : tensors) {
-    std::uint64_t numel = 1;
-    for (auto d : t.ne) numel *= d;
-    if (ggml_row_bytes(t.type, numel) != t.bytes.size())
-      throw Error("gguf_serialize: tensor '" + t.name + "': " + std::to_string(t.bytes.size()) +
-                  " bytes, its dims and type " + ggml_type_name(t.type) + " need " +
-                  std::to_string(ggml_row_bytes(t.type, numel)));
+    const std::string what = source + ": tensor '" + t.name + "'";
+    if (!names.insert(t.name).second) throw Error(what + ": declared twice");
+    if (t.name.size() > gguf_max_name_bytes)
+      throw Error(what + ": name longer than GGUF's " + std::to_string(gguf_max_name_bytes) + " bytes");
+    if (t.ne.empty() || t.ne.size() > std::size_t(gguf_max_dims))
+      throw Error(what + ": " + std::to_string(t.ne.size()) + " dimensions (ggml allows 1 to 4)");
+    const GgmlTypeInfo& ti = ggml_type_info(t.type);
+    if (t.ne[0] % std::uint64_t(ti.block_elems) != 0)
+      throw Error(what + ": row length " + std::to_string(t.ne[0]) + " is not a multiple of the " +
+                  ti.name + " block size " + std::to_string(ti.block_elems));
     put_string(out, t.name);
     put(out, t.ne.size(), 4);
     for (auto d : t.ne) put(out, d, 8);
     put(out, std::uint32_t(t.type), 4);
     put(out, at, 8);
-    offsets.push_back(at);
-    at += t.bytes.size();
-    at += (alignment - at % alignment) % alignment;
+    l.offsets.push_back(at);
+    at += t.nbytes();
+    at += (l.alignment - at % l.alignment) % l.alignment;
   }
-  out.resize(out.size() + (alignment - out.size() % alignment) % alignment);
+  out.resize(out.size() + (l.alignment - out.size() % l.alignment) % l.alignment);
+  l.data_bytes = at;
+  return l;
+}
+
+// A complete GGUF image in memory (tests, small files). Tensor bytes must match ne and type.
+inline std::vector<std::byte> gguf_serialize(const std::vector<std::pair<std::string, GgufValue>>& metadata,
+                                             const std::vector<GgufTensorData>& tensors,
+                                             std::uint32_t version = 3) {
+  std::vector<GgufTensorDecl> decls;
+  for (const auto& t : tensors) {
+    decls.push_back({t.name, t.type, t.ne});
+    if (decls.back().nbytes() != t.bytes.size())
+      throw Error("gguf_serialize: tensor '" + t.name + "': " + std::to_string(t.bytes.size()) +
+                  " bytes, its dims and type " + ggml_type_name(t.type) + " need " +
+                  std::to_string(decls.back().nbytes()));
+  }
+  const GgufLayout l = gguf_layout(metadata, decls, version, "gguf_serialize");
+  std::vector<std::byte> out = l.head;
   const std::size_t data = out.size();
   for (std::size_t i = 0; i < tensors.size(); ++i) {
-    out.resize(data + offsets[i]);
+    out.resize(data + l.offsets[i]);
     out.insert(out.end(), tensors[i].bytes.begin(), tensors[i].bytes.end());
   }
-  out.resize(data + at);  // padding after the last tensor, as gguf-py writes it
+  out.resize(data + l.data_bytes);
   return out;
 }
+
+// Streams a GGUF file of any size: the header, metadata and tensor infos first (every size
+// follows from ne and type), then each tensor's data in declared order at its aligned offset,
+// one at a time, so memory holds one tensor at most. Data goes to PATH.tmp.PID; finish()
+// checks every tensor was written, fsyncs and renames it onto PATH. Without finish() (an
+// exception on the way) the temporary file is removed: a failure leaves no partial PATH.
+class GgufWriter {
+ public:
+  GgufWriter(const std::filesystem::path& path, const std::vector<std::pair<std::string, GgufValue>>& metadata,
+             std::vector<GgufTensorDecl> tensors, std::uint32_t version = 3)
+      : path_(path), tensors_(std::move(tensors)) {
+    layout_ = gguf_layout(metadata, tensors_, version, path_.string());
+    tmp_ = path_;
+    tmp_ += ".tmp." + std::to_string(::getpid());
+    out_.open(tmp_, std::ios::binary | std::ios::trunc);
+    if (!out_) throw Error(path_.string() + ": cannot create the file (" + tmp_.string() + " failed: directory missing or not writable?)");
+    put(layout_.head.data(), layout_.head.size());
+    data_start_ = layout_.head.size();
+    layout_.head = {};
+  }
+  GgufWriter(const GgufWriter&) = delete;
+  GgufWriter& operator=(const GgufWriter&) = delete;
+  ~GgufWriter() {
+    if (!done_) {
+      out_.close();
+      std::error_code ec;
+      std::filesystem::remove(tmp_, ec);
+    }
+  }
+
+  const std::vector<GgufTensorDecl>& tensors() const { return tensors_; }
+  const GgufTensorDecl* next() const { return next_ < tensors_.size() ? &tensors_[next_] : nullptr; }
+  std::uint64_t file_bytes() const { return data_start_ + layout_.data_bytes; }
+
+  // The next tensor's data, already in its type.
+  void write(std::string_view name, std::span<const std::byte> bytes) {
+    const GgufTensorDecl& t = begin(name);
+    if (bytes.size() != t.nbytes())
+      throw Error(path_.string() + ": tensor '" + t.name + "': got " + std::to_string(bytes.size()) +
+                  " bytes, " + ggml_type_name(t.type) + " of its shape needs " + std::to_string(t.nbytes()));
+    put(bytes.data(), bytes.size());
+    end();
+  }
+
+  // The next tensor from float values (ggml order: row after row), converted to its type
+  // (ggml_quantize) a few rows at a time, never a full copy.
+  void write_float(std::string_view name, std::span<const float> values) {
+    const GgufTensorDecl& t = begin(name);
+    if (values.size() != t.numel())
+      throw Error(path_.string() + ": tensor '" + t.name + "': got " + std::to_string(values.size()) +
+                  " values, its shape has " + std::to_string(t.numel()));
+    const std::size_t row = std::size_t(t.ne[0]);
+    const std::size_t rows_per_chunk = row ? std::max<std::size_t>(1, (std::size_t(1) << 16) / row) : 1;
+    std::vector<std::byte> buf;
+    for (std::size_t i = 0; i < values.size(); i += rows_per_chunk * row) {
+      const std::size_t n = std::min(rows_per_chunk * row, values.size() - i);
+      buf.resize(std::size_t(ggml_row_bytes(t.type, n)));
+      ggml_quantize(t.type, values.data() + i, n, buf.data());
+      put(buf.data(), buf.size());
+    }
+    end();
+  }
+
+  void finish() {
+    if (next_ != tensors_.size())
+      throw Error(path_.string() + ": tensor '" + tensors_[next_].name + "' declared but never written");
+    out_.flush();
+    out_.close();
+    if (!out_) throw Error(tmp_.string() + ": write failed (disk full?)");
+    SafetensorsWriter::sync_file(tmp_);
+    std::error_code ec;
+    std::filesystem::rename(tmp_, path_, ec);
+    if (ec) throw Error(path_.string() + ": cannot rename " + tmp_.string() + " onto it (" + ec.message() + ")");
+    done_ = true;
+  }
+
+ private:
+  void put(const std::byte* p, std::size_t n) {
+    out_.write(reinterpret_cast<const char*>(p), std::streamsize(n));
+    if (!out_) throw Error(tmp_.string() + ": write failed (disk full?)");
+    pos_ += n;
+  }
+  void pad_to(std::uint64_t at) {
+    static const std::byte zeros[256] = {};
+    while (pos_ < at) put(zeros, std::size_t(std::min<std::uint64_t>(sizeof zeros, at - pos_)));
+  }
+  const GgufTensorDecl& begin(std::string_view name) {
+    if (next_ >= tensors_.size())
+      throw Error(path_.string() + ": tensor '" + std::string(name) + "' written after all declared tensors");
+    const GgufTensorDecl& t = tensors_[next_];
+    if (t.name != name)
+      throw Error(path_.string() + ": tensor '" + std::string(name) + "' written out of order (next declared is '" +
+                  t.name + "')");
+    pad_to(data_start_ + layout_.offsets[next_]);
+    return t;
+  }
+  void end() {
+    ++next_;
+    if (next_ == tensors_.size()) pad_to(data_start_ + layout_.data_bytes);
+  }
+
+  std::filesystem::path path_, tmp_;
+  std::vector<GgufTensorDecl> tensors_;
+  GgufLayout layout_;
+  std::ofstream out_;
+  std::uint64_t pos_ = 0, data_start_ = 0;
+  std::size_t next_ = 0;
+  bool done_ = false;
+};
 
 inline void write_gguf(const std::filesystem::path& path,
                        const std::vector<std::pair<std::string, GgufValue>>& metadata,
                        const std::vector<GgufTensorData>& tensors, std::uint32_t version = 3) {
-  const std::vector<std::byte> b = gguf_serialize(metadata, tensors, version);
-  write_text_atomic(path, std::string(reinterpret_cast<const char*>(b.data()), b.size()));
+  std::vector<GgufTensorDecl> decls;
+  for (const auto& t : tensors) decls.push_back({t.name, t.type, t.ne});
+  GgufWriter w(path, metadata, std::move(decls), version);
+  for (const auto& t : tensors) w.write(t.name, t.bytes);
+  w.finish();
 }
 
 }  // namespace lvt::io

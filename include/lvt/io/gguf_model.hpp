@@ -12,6 +12,7 @@
 // (LlamaModel.permute: reshape(n_head, 2, rows / n_head / 2, cols).swapaxes(1, 2), with the kv
 // head count for k_proj), from Hugging Face's rotate-half pairing to ggml's interleaved pairs.
 // Within a head of size hd, HF row j * hd/2 + i sits at GGUF row 2 i + j; reading undoes it.
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <cstdlib>
@@ -26,6 +27,7 @@
 #include "lvt/io/gguf.hpp"
 #include "lvt/io/hf_model.hpp"
 #include "lvt/model/config.hpp"
+#include "lvt/model/rope_freq.hpp"
 
 namespace lvt::io {
 
@@ -132,9 +134,96 @@ constexpr std::int64_t gguf_permuted_row(std::int64_t hf_row, std::int64_t head_
   return head * head_dim + 2 * (r % half) + r / half;
 }
 
+// Llama 3.1's RoPE in a GGUF file: convert_hf_to_gguf.py (LlamaModel.generate_extra_tensors)
+// writes no llama3 keys but rope_freqs.weight, one factor per rotated pair that divides the
+// frequency (ggml's freq_factors): 1 for high frequencies, `factor` for low ones, and
+// 1 / ((1 - s) / factor + s) between, s = (old_len / wavelen - low) / (high - low). The
+// factors depend on old_len, low and high only through the wavelength bounds old_len / low and
+// old_len / high, so they give factor, those two bounds, and no more: low_freq_factor is taken
+// as 1 (every Llama 3.x), unless the file has llama.rope.scaling.original_context_length (lvt
+// writes it when low_freq_factor is not 1), which fixes old_len. The result must reproduce every
+// factor through lvt's own table (model/rope_freq.hpp) to 1e-6 relative, else an error.
+inline void gguf_llama3_from_rope_freqs(ModelConfig& c, std::span<const float> factors, const std::string& what) {
+  const int n = rope_inv_freq_elems(c);
+  if (std::int64_t(factors.size()) != n)
+    throw Error(what + ": " + std::to_string(factors.size()) + " factors, the rotary dimension " +
+                std::to_string(c.rotary_dim()) + " needs " + std::to_string(n));
+  for (std::size_t i = 0; i < factors.size(); ++i)
+    if (!(factors[i] > 0) || !std::isfinite(factors[i]))
+      throw Error(what + ": factor " + std::to_string(i) + " is " + std::to_string(factors[i]) +
+                  " (RoPE factors are positive)");
+  constexpr double tol = 1e-6;
+  std::vector<double> base(static_cast<std::size_t>(n)), scaled(static_cast<std::size_t>(n));
+  rope_inv_freq(base.data(), c, /*unscaled=*/true);
+  auto reproduces = [&](const ModelConfig& t) {
+    if (validate(t)) return false;
+    rope_inv_freq(scaled.data(), t);
+    for (int i = 0; i < n; ++i)
+      if (std::fabs(base[std::size_t(i)] / scaled[std::size_t(i)] - factors[std::size_t(i)]) > tol * factors[std::size_t(i)])
+        return false;
+    return true;
+  };
+  if (reproduces(c)) return;  // all ones: no scaling
+  const double pi = 3.14159265358979323846;
+  const double factor = *std::max_element(factors.begin(), factors.end());
+  ModelConfig t = c;
+  t.rope_scaling = RopeScaling::llama3;
+  t.rope_factor = double(float(factor));
+  const int given_old = c.rope_original_max_position;
+  // The medium band: 1 < r < factor, where s = old_len/(high-low) / wavelen - low/(high-low).
+  double sx = 0, sy = 0, sxx = 0, sxy = 0;
+  int m = 0;
+  for (int i = 0; i < n; ++i) {
+    const double r = factors[std::size_t(i)];
+    if (r <= 1 + tol || r >= factor * (1 - tol)) continue;
+    const double s = (1 / r - 1 / factor) / (1 - 1 / factor);
+    const double x = base[std::size_t(i)] / (2 * pi);  // 1 / wavelen
+    sx += x, sy += s, sxx += x * x, sxy += x * s, ++m;
+  }
+  std::vector<ModelConfig> candidates;
+  if (m >= 2 && sxx * m - sx * sx > 0) {
+    const double alpha = (m * sxy - sx * sy) / (m * sxx - sx * sx), beta = (sy - alpha * sx) / m;
+    if (alpha > 0 && beta < 0) {
+      const double low_wavelen = -alpha / beta, high_over_low = 1 - 1 / beta;
+      // The shortest decimals that still reproduce (4 rather than 4.0000001).
+      for (int digits = 1; digits <= 17; ++digits) {
+        auto round_to = [&](double x) {
+          const double scale = std::pow(10.0, digits - 1 - std::floor(std::log10(std::fabs(x))));
+          return std::round(x * scale) / scale;
+        };
+        ModelConfig u = t;
+        if (given_old > 0) {
+          u.rope_low_freq_factor = round_to(given_old / low_wavelen);
+          u.rope_original_max_position = given_old;
+        } else {
+          u.rope_low_freq_factor = 1.0;
+          u.rope_original_max_position = int(std::lround(low_wavelen));
+        }
+        u.rope_high_freq_factor = round_to(u.rope_low_freq_factor * high_over_low);
+        candidates.push_back(u);
+      }
+    }
+  }
+  // Too few medium factors to fit: Llama 3's published values.
+  ModelConfig standard = t;
+  standard.rope_low_freq_factor = 1.0;
+  standard.rope_high_freq_factor = 4.0;
+  standard.rope_original_max_position = given_old > 0 ? given_old : 8192;
+  candidates.push_back(standard);
+  for (const auto& u : candidates)
+    if (reproduces(u)) {
+      c = u;
+      return;
+    }
+  throw Error(what + ": no llama3 RoPE scaling (factor, low/high_freq_factor, "
+              "original_max_position_embeddings) reproduces these per-dimension factors to 1e-6 relative");
+}
+
 // llama-architecture metadata -> ModelConfig. `tensors` decides tied output (no output.weight)
 // and, failing llama.vocab_size and tokenizer.ggml.tokens, the vocab size (token_embd rows).
-inline ModelConfig gguf_llama_config(const GgufHeader& h, const std::string& source) {
+// `image` (the whole file) is needed only when the file carries rope_freqs.weight.
+inline ModelConfig gguf_llama_config(const GgufHeader& h, const std::string& source,
+                                     std::span<const std::byte> image = {}) {
   using namespace detail_ggm;
   const std::string arch = get_string(h, "general.architecture", source);
   if (arch != "llama")
@@ -215,12 +304,29 @@ inline ModelConfig gguf_llama_config(const GgufHeader& h, const std::string& sou
               "missing, and no tokenizer.ggml.tokens or token_embd.weight to count");
   }
   c.tied_embeddings = h.find_tensor("output.weight") == nullptr;
-  if (h.find_tensor("rope_freqs.weight"))
-    throw Error(source + ": tensor 'rope_freqs.weight': per-dimension RoPE factors (Llama 3.1 "
-                "'llama3' scaling) are not supported yet");
   if (std::int64_t(c.heads) * c.head_dim > (1 << 24))
     key_error(source, nullptr, p + "attention.head_count", "head_count * head dim exceeds 2^24");
   if (const char* why = validate(c)) throw Error(source + ": " + why);
+  if (const GgufTensorInfo* t = h.find_tensor("rope_freqs.weight")) {
+    const std::string what = source + ": tensor 'rope_freqs.weight'";
+    if (c.rope_scaling != RopeScaling::none)
+      throw Error(what + ": per-dimension RoPE factors together with rope.scaling.type '" +
+                  rope_scaling_name(c.rope_scaling) + "' are not supported");
+    if (image.empty())
+      throw Error(what + ": the file's data is needed to read the RoPE factors (lvt reads them as "
+                  "Llama 3.1's 'llama3' scaling)");
+    if (t->ne.size() != 1 || !ggml_type_info(t->type).dequantizable)
+      throw Error(what + ": expected a 1-D float tensor, got ne " + shape_str(t->shape()) + " of type " +
+                  ggml_type_name(t->type));
+    if (std::int64_t(t->numel()) != rope_inv_freq_elems(c))
+      throw Error(what + ": " + std::to_string(t->numel()) + " factors, the rotary dimension " +
+                  std::to_string(c.rotary_dim()) + " needs " + std::to_string(rope_inv_freq_elems(c)));
+    if (h.data_offset + t->offset + t->nbytes > image.size())
+      throw Error(what + ": data runs past the end of the file");
+    std::vector<float> factors(std::size_t(t->numel()));
+    ggml_dequantize(t->type, image.data() + h.data_offset + t->offset, factors.size(), factors.data(), what);
+    gguf_llama3_from_rope_freqs(c, factors, what);
+  }
   return c;
 }
 
@@ -229,7 +335,7 @@ inline ModelConfig gguf_llama_config(const GgufHeader& h, const std::string& sou
 class GgufModel : public SlotReader<GgufModel> {
  public:
   explicit GgufModel(const std::filesystem::path& path, const ModelConfig* expected = nullptr)
-      : file_(path), config_(gguf_llama_config(file_.header(), path.string())) {
+      : file_(path), config_(gguf_llama_config(file_.header(), path.string(), file_.image())) {
     const std::string src = path.string();
     if (expected) {
       const std::string diff = config_mismatch(*expected, config_);
@@ -254,6 +360,8 @@ class GgufModel : public SlotReader<GgufModel> {
       used[std::size_t(t - file_.tensors().data())] = true;
       tensors_.push_back(t);
     }
+    if (const GgufTensorInfo* t = file_.find("rope_freqs.weight"))  // read into config_ above
+      used[std::size_t(t - file_.tensors().data())] = true;
     for (std::size_t i = 0; i < used.size(); ++i)
       if (!used[i])
         throw Error(src + ": tensor '" + file_.tensors()[i].name +

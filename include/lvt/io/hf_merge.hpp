@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <span>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -36,6 +37,20 @@ inline void add_lora_delta(float* w, std::int64_t row_begin, const LoraPair& p, 
       for (std::int64_t i = 0; i < p.in; ++i) row[i] += b * a[i];
     }
   }
+}
+
+// A canonical weight slot (HF layout) += scale * B A when the adapter targets it: the merge of
+// merge_lora_gguf and of the GGUF writer (io/gguf_export.hpp). True when a pair was merged.
+inline bool add_lora_to_slot(const WeightSlot& s, std::span<float> w, const LoraAdapter& adapter) {
+  const int t = target_index(s.kind);
+  if (t < 0) return false;
+  const LoraPair* p = adapter.find(s.layer, t);
+  if (!p) return false;
+  if (std::int64_t(w.size()) != p->out * p->in)
+    throw Error("merge: slot '" + s.name + "' holds " + std::to_string(w.size()) + " values, its LoRA pair is " +
+                std::to_string(p->out) + " x " + std::to_string(p->in));
+  add_lora_delta(w.data(), 0, *p, adapter.config.r, adapter.config.scale());
+  return true;
 }
 
 struct MergeStats {
@@ -130,7 +145,6 @@ inline MergeStats merge_lora_gguf(const std::filesystem::path& gguf, const std::
                                   const nlohmann::json& extra_config = nlohmann::json::object()) {
   const GgufModel model(gguf);
   const LoraAdapter adapter = load_lora_adapter(adapter_dir, &model.config());
-  const double scale = adapter.config.scale();
   std::vector<TensorSpec> specs;
   for (const auto& s : model.slots()) specs.push_back({s.name, StDtype::BF16, s.shape});
   std::filesystem::create_directories(out_dir);
@@ -141,12 +155,7 @@ inline MergeStats merge_lora_gguf(const std::filesystem::path& gguf, const std::
     const WeightSlot& s = model.slots()[i];
     std::span<float> v(buf.data(), std::size_t(s.numel()));
     model.read(i, v);
-    const int t = target_index(s.kind);
-    if (t >= 0)
-      if (const LoraPair* p = adapter.find(s.layer, t)) {
-        add_lora_delta(v.data(), 0, *p, adapter.config.r, scale);
-        ++stats.merged_pairs;
-      }
+    if (add_lora_to_slot(s, v, adapter)) ++stats.merged_pairs;
     w.write_float(s.name, v);
     ++stats.tensors;
     stats.bytes_written += specs[i].nbytes();

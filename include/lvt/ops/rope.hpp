@@ -21,41 +21,18 @@
 #include <string>
 
 #include "lvt/model/config.hpp"
+#include "lvt/model/rope_freq.hpp"
 #include "lvt/ops/common.hpp"
 #include "lvt/ops/parallel.hpp"
 
 namespace lvt::ops::rope {
 
-constexpr int inv_freq_elems(const ModelConfig& c) { return c.rotary_dim() / 2; }
+constexpr int inv_freq_elems(const ModelConfig& c) { return rope_inv_freq_elems(c); }
 
-// inv_freq [rotary_dim/2], computed in double.
+// inv_freq [rotary_dim/2], computed in double (model/rope_freq.hpp: shared with the GGUF reader).
 template <class T>
 void inv_freq(T* out, const ModelConfig& c) {
-  if (const char* why = validate(c)) throw Error(std::string("rope: model config: ") + why);
-  if (c.rope_scaling == RopeScaling::longrope)
-    throw Error("rope: rope_scaling type 'longrope' needs the per-dimension short_factor/"
-                "long_factor lists of config.json, which lvt::ModelConfig does not carry");
-  const int dim = c.rotary_dim();
-  const double pi = 3.14159265358979323846;
-  for (int i = 0; i < dim / 2; i++) {
-    double f = 1.0 / std::pow(c.rope_theta, double(2 * i) / double(dim));
-    if (c.rope_scaling == RopeScaling::linear) {
-      f /= c.rope_factor;
-    } else if (c.rope_scaling == RopeScaling::llama3) {
-      const double old_len = c.rope_original_max_position;
-      const double low_wavelen = old_len / c.rope_low_freq_factor;
-      const double high_wavelen = old_len / c.rope_high_freq_factor;
-      const double wavelen = 2 * pi / f;
-      if (wavelen > low_wavelen) {
-        f /= c.rope_factor;  // low frequency: interpolate fully
-      } else if (wavelen >= high_wavelen) {  // medium: blend between f/factor and f
-        const double smooth = (old_len / wavelen - c.rope_low_freq_factor) /
-                              (c.rope_high_freq_factor - c.rope_low_freq_factor);
-        f = (1 - smooth) * f / c.rope_factor + smooth * f;
-      }  // high frequency: unchanged
-    }
-    out[i] = T(f);
-  }
+  rope_inv_freq(out, c);
 }
 
 // cos/sin tables [seq, half] for positions 0..seq-1. The angle pos * inv_freq[i] is rounded to
