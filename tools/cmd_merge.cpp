@@ -15,6 +15,7 @@
 #include "lvt/error.hpp"
 #include "lvt/io/gguf_export.hpp"
 #include "lvt/io/hf_merge.hpp"
+#include "lvt/io/model_source.hpp"
 #if LVT_HAVE_TEXT
 #include "lvt/text/gguf_tokenizer.hpp"
 #include "lvt/text/gguf_tokenizer_write.hpp"
@@ -22,7 +23,7 @@
 
 namespace {
 
-// The model at `model` (a Hugging Face folder or a llama .gguf file), + the adapter when given,
+// The model at `model` (a Hugging Face or bnb 4-bit folder, or a llama .gguf file), + the adapter when given,
 // as one GGUF file at `out`. Progress on stderr, a summary on stdout.
 int write_gguf_model(const std::string& model, const std::string& adapter, const std::string& out,
                      lvt::io::GgufOutType type, const char* out_flag) {
@@ -44,7 +45,7 @@ int write_gguf_model(const std::string& model, const std::string& adapter, const
   o.progress = [](std::size_t i, std::size_t n, const GgufTensorDecl& t) {
     std::fprintf(stderr, "[%zu/%zu] %s %s\n", i + 1, n, t.name.c_str(), ggml_type_name(t.type));
   };
-  auto run = [&](const auto& m) {
+  auto run = [&](const ModelSource& m) {
     if (const char* why = gguf_export_unsupported(m.config())) throw lvt::Error("--model " + model + ": " + why);
     std::optional<LoraAdapter> a;
     if (!adapter.empty()) {
@@ -56,16 +57,14 @@ int write_gguf_model(const std::string& model, const std::string& adapter, const
                 gguf_out_type_info(type).name,
                 a ? (", merged " + std::to_string(stats.merged_pairs) + " LoRA pairs").c_str() : "");
   };
-  if (is_gguf) {
-    const GgufModel m(model_path);
-    const GgufValue* name = m.file().find_value("general.name");
+  const ModelSource m(model_path);  // a folder (HF or bnb 4-bit, dequantized) or a .gguf
+  if (const GgufModel* g = m.gguf()) {
+    const GgufValue* name = g->file().find_value("general.name");
     o.name = name && name->type == GgufValueType::string ? name->s : model_path.stem().string();
-    o.tokenizer = gguf_tokenizer_keys(m.file().header());
+    o.tokenizer = gguf_tokenizer_keys(g->file().header());
     tokenizer_note = o.tokenizer.empty() ? "no tokenizer metadata in " + model + ": the file has none"
                                          : "tokenizer metadata copied from " + model;
-    run(m);
   } else {
-    const HfModel m(model_path);
     o.name = fs::absolute(model_path).lexically_normal().filename().string();
     if (o.name.empty()) o.name = fs::absolute(model_path).lexically_normal().parent_path().filename().string();
 #if LVT_HAVE_TEXT
@@ -78,8 +77,8 @@ int write_gguf_model(const std::string& model, const std::string& adapter, const
 #else
     tokenizer_note = "this lvt is built without the text layer: the file carries no tokenizer";
 #endif
-    run(m);
   }
+  run(m);
   std::printf("%s\n", tokenizer_note.c_str());
   return 0;
 }

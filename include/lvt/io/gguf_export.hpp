@@ -182,7 +182,7 @@ struct GgufExportStats {
   std::uint64_t file_bytes = 0;
 };
 
-// `model`: a weight source with config(), slots() and read(i, span) (HfModel, GgufModel).
+// `model`: a weight source with config(), slots() and read(i, span) (ModelSource, HfModel, GgufModel).
 template <class Model>
 GgufExportStats export_gguf(const Model& model, const std::filesystem::path& out, const GgufExportOptions& o) {
   const ModelConfig& c = model.config();

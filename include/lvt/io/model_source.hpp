@@ -142,6 +142,11 @@ class ModelSource {
   std::vector<float> read(std::size_t i) const {
     return std::visit([&](const auto& m) { return m.read(i); }, m_);
   }
+  void read(std::size_t i, std::span<float> out) const {
+    std::visit([&](const auto& m) { m.read(i, out); }, m_);
+  }
+  // The opened file when the source is a .gguf (its metadata: name, tokenizer), else null.
+  const GgufModel* gguf() const { return std::get_if<GgufModel>(&m_); }
 
   // Every weight in slot order. The float values live in one reused buffer (valid during the
   // call); with `take4`, a bnb folder's 4-bit projections are offered as stored first.
