@@ -122,6 +122,16 @@ e4=$("$lvt" eval --model "$tmp/fromdir.gguf" --seq 64 --batch 2 --quant none --d
 loss4=$(sed -n 's/.*"loss": *\([0-9.eE+-]*\).*/\1/p' <<<"$e4")
 awk -v a="$loss2" -v b="$loss4" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(a > 0 && d < 1e-4 * a) }' &&
   echo "ok: the bf16 folder as a bf16 .gguf: loss $loss4 = $loss2" || fail "fromdir loss '$loss4' vs '$loss2'"
+#    From a bnb 4-bit folder (lvt quantize of the merged folder): the projections dequantized,
+#    so the f32 .gguf evaluates as the folder does with --quant none.
+"$lvt" quantize "$tmp/merged" "$tmp/bnb" >/dev/null 2>&1 || fail "quantize the merged folder"
+expect 0 "wrote $tmp/frombnb.gguf" -- export-gguf --model "$tmp/bnb" --out "$tmp/frombnb.gguf" --type f32
+e5=$("$lvt" eval --model "$tmp/bnb" --seq 64 --batch 2 --quant none --data "$tmp/train.jsonl" --json 2>/dev/null)
+e6=$("$lvt" eval --model "$tmp/frombnb.gguf" --seq 64 --batch 2 --quant none --data "$tmp/train.jsonl" --json 2>/dev/null)
+loss5=$(sed -n 's/.*"loss": *\([0-9.eE+-]*\).*/\1/p' <<<"$e5")
+loss6=$(sed -n 's/.*"loss": *\([0-9.eE+-]*\).*/\1/p' <<<"$e6")
+awk -v a="$loss5" -v b="$loss6" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(a > 0 && d < 1e-6 * a) }' &&
+  echo "ok: a bnb 4-bit folder as an f32 .gguf: loss $loss6 = $loss5" || fail "frombnb loss '$loss6' vs '$loss5'"
 #    Errors, each naming the flag or file; no partial output.
 expect 1 "--type: unknown GGUF type 'q5_k' (lvt writes f32, f16, bf16, q8_0, q4_0)" -- export-gguf --model "$g" --out "$tmp/x.gguf" --type q5_k
 expect 1 "--gguf and --out: give one" -- merge --model "$g" --adapter "$tmp/adapter" --gguf "$tmp/x.gguf" --out "$tmp/y"
